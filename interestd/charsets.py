@@ -1,0 +1,138 @@
+"""Decode mail bytes to text when the declared charset is missing, misspelt or wrong (UTF-8, cp1251, KOI8-R)."""
+
+from __future__ import annotations
+
+import codecs
+import re
+import unicodedata
+from functools import lru_cache
+
+# Misspellings and vendor names seen in the wild, mapped to the codec they mean.
+_ALIASES = {
+    "uft-8": "utf-8",
+    "utf8": "utf-8",
+    "utf-8bit": "utf-8",
+    "unicode-1-1-utf-8": "utf-8",
+    "win-1251": "cp1251",
+    "windows1251": "cp1251",
+    "x-cp1251": "cp1251",
+    "cp-1251": "cp1251",
+    "win1251": "cp1251",
+    "windows-1251x": "cp1251",
+    "x-win1251": "cp1251",
+    "koi8r": "koi8_r",
+    "koi-8-r": "koi8_r",
+    "koi8-u": "koi8_u",
+    "x-koi8-r": "koi8_r",
+    "windows-1252x": "cp1252",
+    "x-user-defined": "cp1252",
+    "iso-8859-8-i": "iso8859_8",
+    "ks_c_5601-1987": "cp949",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+}
+# Codecs Python knows that are not mail charsets (or transform text in surprising ways).
+_REFUSED = {
+    "unicode_escape",
+    "raw_unicode_escape",
+    "punycode",
+    "idna",
+    "mbcs",
+    "oem",
+    "undefined",
+    "utf_16",
+    "utf_16_le",
+    "utf_16_be",
+    "utf_32",
+    "utf_32_le",
+    "utf_32_be",
+}
+_EIGHT_BIT_CYRILLIC = ("cp1251", "koi8_r")
+_SAMPLE = 20_000  # characters scored per candidate: enough to tell, bounded for huge bodies
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+@lru_cache(maxsize=256)
+def codec_for(declared: str | None) -> str | None:
+    """The Python codec name for a declared MIME charset, or None when it is unknown or unusable."""
+    if not declared:
+        return None
+    name = declared.strip().strip("\"'").lower()
+    name = _ALIASES.get(name, name)
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _REFUSED:
+        return None
+    return info.name
+
+
+def decode_bytes(data: bytes, declared: str | None = None) -> str:
+    """Text from bytes: valid UTF-8 wins, else the most plausible of the declared charset, cp1251 and KOI8-R."""
+    if not data:
+        return ""
+    if data.isascii():
+        return data.decode("ascii")
+    codec = codec_for(declared)
+    if codec and codec not in ("utf-8", "ascii") and not _is_single_byte(codec):
+        # A multi-byte charset (Shift_JIS, GB18030, ...) that decodes cleanly is trusted as declared.
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    candidates: list[str] = []
+    if codec and codec not in ("utf-8", "ascii"):
+        candidates.append(codec)
+    candidates.extend(c for c in _EIGHT_BIT_CYRILLIC if c not in candidates)
+    best: tuple[float, str] | None = None
+    for index, candidate in enumerate(candidates):
+        try:
+            text = data.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        # The declared charset wins ties; among the guesses, the earlier (more common) one does.
+        score = plausibility(text[:_SAMPLE]) + (0.5 if index == 0 and candidate == codec else 0) - index * 0.01
+        if best is None or score > best[0]:
+            best = (score, text)
+    if best is not None:
+        return best[1]
+    return data.decode(codec or "utf-8", errors="replace")
+
+
+@lru_cache(maxsize=64)
+def _is_single_byte(codec: str) -> bool:
+    try:
+        return len(bytes(range(256)).decode(codec, errors="replace")) == 256
+    except Exception:
+        return False
+
+
+def plausibility(text: str) -> float:
+    """How much the text looks like real words: well-cased Cyrillic or Latin words score, mojibake costs."""
+    score = 0.0
+    for match in _WORD.finditer(text):
+        word = match.group()
+        length = len(word)
+        cyrillic = sum(1 for ch in word if "\u0400" <= ch <= "\u04ff")
+        if cyrillic == length:
+            if word.islower() or word.istitle() or (word.isupper() and length > 1):
+                score += length
+            elif length == 1:
+                score += 0.5
+            else:
+                score -= length
+        elif cyrillic == 0:
+            accented = sum(1 for ch in word if ord(ch) > 127)
+            if accented * 3 > length:
+                score -= length
+        else:
+            score -= 2 * length
+    for ch in text:
+        if ord(ch) > 127 and unicodedata.category(ch) in ("So", "Sk", "Sc", "Co", "Cn", "Cc", "No"):
+            score -= 3
+    return score

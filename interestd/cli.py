@@ -1,0 +1,578 @@
+"""The `interestd` command: thin Typer commands that parse arguments, call one service and format the result.
+
+Heavy modules (SQLAlchemy, the pipeline) are imported inside the commands, so `interestd --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from typer.exceptions import TyperException
+
+from interestd import __version__
+from interestd.errors import InterestdError, UsageError
+
+if TYPE_CHECKING:
+    from interestd.config import Settings
+    from interestd.db import Database
+    from interestd.pipeline import PipelineContext
+
+app = typer.Typer(
+    name="interestd",
+    help="Turn the shared mailbox of notification e-mails into a worked queue of interest cards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Database schema: apply migrations, show the version.", no_args_is_help=True)
+mail_app = typer.Typer(
+    help="Stored messages, including those that did not become cards, and why.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(mail_app, name="mail")
+
+INTERNAL_ERROR_EXIT = 70
+log = logging.getLogger("interestd")
+
+
+@dataclass
+class State:
+    """Per-invocation state: global options, and settings / database opened on first use."""
+
+    config_path: Path | None = None
+    debug: bool = False
+    _settings: Settings | None = None
+    _database: Database | None = None
+    _context: PipelineContext | None = None
+    cleanup: list[Any] = field(default_factory=list)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from interestd.config import config_file_warnings, load_settings, secret_file_warnings
+
+            self._settings = load_settings(self.config_path)
+            _configure_logging("debug" if self.debug else self._settings.logging.level)
+            for warning in config_file_warnings(self._settings.source) + secret_file_warnings(self._settings):
+                log.warning(warning)
+        return self._settings
+
+    def database(self) -> Database:
+        if self._database is None:
+            from interestd.services import open_database
+
+            self._database = open_database(self.settings())
+        return self._database
+
+    def context(self) -> PipelineContext:
+        if self._context is None:
+            from interestd.services import build_context
+
+            self._context = build_context(self.settings())
+        return self._context
+
+
+def _state(ctx: typer.Context) -> State:
+    state = ctx.find_root().obj
+    assert isinstance(state, State)
+    return state
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_interestd", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("interestd: %(levelname)s: %(message)s"))
+        handler._interestd = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"interestd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (default: $INTERESTD_CONFIG, "
+            "then ~/.config/interestd/config.toml, then /etc/interestd/config.toml).",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Verbose logs, and tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = State(config_path=config, debug=debug)
+
+
+# --- output helpers -----------------------------------------------------------------------------------------
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def _local(moment: Any, settings: Settings) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(settings.zone).strftime("%Y-%m-%d %H:%M")
+
+
+def _excerpt(text: str | None, width: int = 60) -> str:
+    from interestd.safety import terminal_text
+
+    flat = " ".join(terminal_text(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# --- ingest and processing ----------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help=".eml files, folders of them, mbox files or Maildir folders.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Store and process mail from files; prints one summary line. Ingesting the same mail twice is harmless."""
+    from interestd.services import ingest_paths
+    from interestd.sources.files import check_paths, total_size
+
+    state = _state(ctx)
+    check_paths(paths)
+    settings = state.settings()
+    database, context = state.database(), state.context()
+    progress = None
+    if sys.stderr.isatty() and not as_json:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("ingesting"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=_console(stderr=True),
+            transient=True,
+        )
+        task = bar.add_task("ingest", total=total_size(paths))
+        bar.start()
+        state.cleanup.append(bar.stop)
+
+        def progress(done: int) -> None:
+            bar.update(task, completed=done)
+
+    summary = ingest_paths(
+        database, context, paths, max_message_bytes=settings.limits.max_message_bytes, progress=progress
+    )
+    for stop in state.cleanup:
+        stop()
+    state.cleanup.clear()
+    for error in summary.errors:
+        log.error("cannot read %s", error)
+    if as_json:
+        _print_json(
+            {
+                "read": summary.read,
+                "duplicates": summary.duplicates,
+                "cards": summary.outcomes["card"],
+                "skipped": summary.outcomes["skipped"],
+                "quarantined": summary.outcomes["quarantined"],
+                "proofs": summary.outcomes["proof"],
+                "errors": summary.errors,
+            }
+        )
+    else:
+        typer.echo(summary.line())
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reparse(
+    ctx: typer.Context,
+    refs: Annotated[list[str] | None, typer.Argument(help="Cards (INT-n) or stored message ids to reparse.")] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status", help="Reparse every message with this status (quarantined, skipped, card); default quarantined."
+        ),
+    ] = None,
+) -> None:
+    """Run stored messages through the current parsers again; cards are updated in place, keeping their history."""
+    from interestd.services import reparse as reparse_service
+
+    state = _state(ctx)
+    summary = reparse_service(state.database(), state.context(), statuses=status or ["quarantined"], refs=refs or [])
+    counts = summary.counts
+    total = sum(counts.values())
+    typer.echo(
+        f"{total} messages reparsed: {counts['card']} cards, {counts['skipped']} skipped, "
+        f"{counts['quarantined']} quarantined" + (f", {counts['proof']} reply proofs" if counts["proof"] else "")
+    )
+
+
+# --- reading the queue --------------------------------------------------------------------------------------
+
+
+@app.command()
+def feed(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many cards to show.")] = 50,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source type (vk, site_form, ...).")] = None,
+    product: Annotated[str | None, typer.Option("--product", help="Only cards about this product.")] = None,
+    unclaimed: Annotated[bool, typer.Option("--unclaimed", help="Only cards nobody is responsible for.")] = False,
+    open_only: Annotated[bool, typer.Option("--open", help="Only cards not processed yet.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the cards as JSON.")] = False,
+) -> None:
+    """The queue of cards: unprocessed first, then newest first."""
+    from interestd import store
+    from interestd.services import card_record
+    from interestd.services import feed as feed_service
+
+    state = _state(ctx)
+    settings = state.settings()
+    query = store.FeedFilter(unclaimed=unclaimed, source_type=source, product=product, include_processed=not open_only)
+    with state.database().session() as session:
+        cards = feed_service(session, query, limit=limit)
+    if as_json:
+        _print_json([card_record(card) for card in cards])
+        return
+    _print_feed(cards, settings)
+
+
+def _print_feed(cards: list[Any], settings: Settings) -> None:
+    from interestd.safety import terminal_text
+
+    if not cards:
+        typer.echo("no cards")
+        return
+    headers = ["ref", "date", "source", "author", "action", "text", "product", "responsible", "done", "reply"]
+    rows = []
+    for card in cards:
+        rows.append(
+            [
+                card.ref,
+                _local(card.occurred_at, settings),
+                card.source_type,
+                _excerpt(card.author_name or card.author_email or card.author_phone or "", 24),
+                card.action,
+                _excerpt(card.text, 50),
+                _excerpt(card.product or "", 20),
+                terminal_text(card.responsible or ""),
+                "yes" if card.processed else "",
+                "replied" if card.replied else ("reply" if card.reply_url else ""),
+            ]
+        )
+    if not _is_tty():
+        _print_plain_table([headers, *rows])
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(header, overflow="ellipsis", no_wrap=header != "text")
+    for card, row in zip(cards, rows, strict=True):
+        cells = [Text(cell) for cell in row]
+        if card.reply_url and not card.replied:
+            cells[-1] = Text("↩ reply", style=f"bold link {card.reply_url}")
+        elif card.replied:
+            cells[-1] = Text("↩ replied", style="dim")
+        style = "dim" if card.processed else None
+        table.add_row(*cells, style=style)
+    _console().print(table)
+
+
+def _print_plain_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card and its history as JSON.")] = False,
+) -> None:
+    """The whole card: every field, its reply link, and its history."""
+    from interestd.services import card_by_ref, card_history, card_record, event_record
+
+    state = _state(ctx)
+    settings = state.settings()
+    with state.database().session() as session:
+        card = card_by_ref(session, ref)
+        events = card_history(session, card)
+    if as_json:
+        _print_json({**card_record(card), "notes": card.notes, "history": [event_record(e) for e in events]})
+        return
+    _print_card(card, events, settings)
+
+
+def _print_card(card: Any, events: list[Any], settings: Settings) -> None:
+    from interestd.safety import terminal_text
+
+    author = " ".join(
+        part for part in (card.author_name, card.author_email and f"<{card.author_email}>", card.author_phone) if part
+    )
+    lines = [
+        f"{card.ref}  {card.source_type} {card.action}  {_local(card.occurred_at, settings)}",
+        f"source:      {card.source_url or '-'}",
+        f"author:      {author or '-'}",
+        f"profile:     {card.author_url or '-'}",
+        f"photo:       {card.author_photo_url or '-'}",
+        f"product:     {(card.product or '-')}{'  ' + card.product_url if card.product_url else ''}",
+        f"responsible: {card.responsible or '-'}",
+        f"processed:   {'yes, ' + _local(card.processed_at, settings) if card.processed else 'no'}",
+        f"screenshot:  {card.screenshot or '-'}",
+        f"reply:       {card.reply_url or '-'}{'  (replied)' if card.replied else ''}",
+        f"parser:      {card.parser}   message: {card.message_id}",
+    ]
+    if card.notes:
+        lines.append(f"notes:       {card.notes}")
+    typer.echo("\n".join(terminal_text(line) for line in lines))
+    typer.echo("")
+    typer.echo(terminal_text(card.text) or "(no text)")
+    typer.echo("")
+    typer.echo("history:")
+    for event in events:
+        who = f" by {event.actor}" if event.actor else ""
+        detail = f": {event.detail}" if event.detail else ""
+        typer.echo(terminal_text(f"  {_local(event.at, settings)}  {event.kind}{who}{detail}"))
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, jsonl or csv.")] = "json",
+    since: Annotated[str | None, typer.Option("--since", help="From this date (YYYY-MM-DD, local) or time.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Up to the end of this date, or this time.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print cards with exactly the keys of card.schema.json, by the date the interest occurred."""
+    from interestd.services import export_cards, parse_date_option
+
+    if fmt not in ("json", "jsonl", "csv"):
+        raise UsageError(f"unknown export format {fmt!r} (json, jsonl or csv)")
+    state = _state(ctx)
+    settings = state.settings()
+    start = parse_date_option(since, settings.zone)
+    end = parse_date_option(until, settings.zone, end=True)
+    with state.database().session() as session:
+        if output is None:
+            export_cards(session, sys.stdout, fmt=fmt, since=start, until=end)
+        else:
+            try:
+                with output.open("w", encoding="utf-8", newline="") as handle:
+                    count = export_cards(session, handle, fmt=fmt, since=start, until=end)
+            except OSError as exc:
+                raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+            typer.echo(f"{count} cards written to {output}", err=True)
+
+
+# --- stored mail --------------------------------------------------------------------------------------------
+
+
+@mail_app.command("list")
+def mail_list(
+    ctx: typer.Context,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status", help="quarantined, skipped, card, proof or new (repeatable; default: quarantined and skipped)."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stored messages by status, newest first, with the reason each one got its status."""
+    from interestd.services import mail_list as mail_list_service
+    from interestd.services import mail_record
+
+    state = _state(ctx)
+    settings = state.settings()
+    with state.database().session() as session:
+        rows = mail_list_service(session, statuses=status or ["quarantined", "skipped"], limit=limit)
+    if as_json:
+        _print_json([mail_record(raw) for raw in rows])
+        return
+    if not rows:
+        typer.echo("no messages")
+        return
+    table = [["id", "status", "stored", "from", "subject", "reason"]]
+    for raw in rows:
+        table.append(
+            [
+                str(raw.id),
+                raw.status,
+                _local(raw.stored_at, settings),
+                _excerpt(raw.sender or "", 30),
+                _excerpt(raw.subject or "", 40),
+                _excerpt(raw.reason or "", 70),
+            ]
+        )
+    _print_plain_table(table)
+
+
+@mail_app.command("show")
+def mail_show(
+    ctx: typer.Context,
+    message: Annotated[int, typer.Argument(help="The stored message's id (see `mail list`).")],
+    raw: Annotated[bool, typer.Option("--raw", help="Print the raw message bytes exactly as stored.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One stored message: where it came from, its status and reason, and the card it became."""
+    from interestd.safety import terminal_text
+    from interestd.services import mail_by_id, mail_card_ref, mail_record
+
+    state = _state(ctx)
+    with state.database().session() as session:
+        stored = mail_by_id(session, message)
+        record = mail_record(stored, card_ref=mail_card_ref(session, stored))
+    if raw:
+        if stored.raw is None:
+            raise UsageError(f"the bytes of message {message} were not kept ({stored.reason})")
+        sys.stdout.buffer.write(stored.raw)
+        return
+    if as_json:
+        _print_json(record)
+        return
+    for key, value in record.items():
+        typer.echo(terminal_text(f"{key + ':':16}{'' if value is None else value}"))
+
+
+# --- configuration and database -----------------------------------------------------------------------------
+
+
+@app.command("check-config")
+def check_config(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Validate the configuration and print the settings in effect (secrets masked)."""
+    import tomli_w
+
+    from interestd.config import settings_for_display
+
+    settings = _state(ctx).settings()
+    data = settings_for_display(settings)
+    if as_json:
+        _print_json(data)
+        return
+    typer.echo(f"# {settings.source or 'no config file: built-in defaults'}")
+    typer.echo(tomli_w.dumps(_drop_none(data)).rstrip())
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply schema migrations (safe to run twice, and from two hosts at once)."""
+    from interestd.db import Database, upgrade
+
+    settings = _state(ctx).settings()
+    database = Database(settings.database_url, busy_timeout=settings.database.busy_timeout.total_seconds())
+    try:
+        before, after = upgrade(database)
+    finally:
+        database.dispose()
+    if before == after:
+        typer.echo(f"database schema is up to date ({after})")
+    else:
+        typer.echo(f"database schema upgraded: {before or 'empty'} -> {after}")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the database's schema version and the one this interestd needs."""
+    from interestd.db import SCHEMA_REVISION, Database, current_revision
+
+    settings = _state(ctx).settings()
+    database = Database(settings.database_url, busy_timeout=settings.database.busy_timeout.total_seconds())
+    try:
+        revision = current_revision(database.engine)
+    finally:
+        database.dispose()
+    typer.echo(
+        f"database: {settings.masked_database_url}\nschema:   {revision or 'empty'}\nneeded:   {SCHEMA_REVISION}"
+    )
+    if revision != SCHEMA_REVISION:
+        raise typer.Exit(1)
+
+
+# --- entry point --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors become one line on stderr and an exit code (tracebacks only with --debug)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("INTERESTD_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="interestd", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("interestd: aborted", err=True)
+        sys.exit(130)
+    except TyperException as exc:
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"interestd: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except InterestdError as exc:
+        if debug:
+            logging.getLogger("interestd").exception("error")
+        typer.echo(f"interestd: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interestd: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        typer.echo(f"interestd: internal error: {type(exc).__name__}: {first} (run with --debug for details)", err=True)
+        sys.exit(INTERNAL_ERROR_EXIT)
+    sys.exit(result if isinstance(result, int) else 0)

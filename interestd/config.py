@@ -1,0 +1,418 @@
+"""Settings: one TOML file validated once at start-up into frozen models; secrets come from env or files."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from interestd.errors import ConfigError
+
+SYSTEM_CONFIG_PATH = Path("/etc/interestd/config.toml")
+APP_NAME = "interestd"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {
+    None: 1.0,
+    "ms": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read "90s", "15m", "2h", "1d" or a number of seconds as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError('expected a duration such as "60s", "15m" or "2h"')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f'expected a duration such as "60s", "15m" or "2h", got {value!r}')
+        unit = match.group(2).lower() if match.group(2) else None
+        seconds = float(match.group(1)) * _DURATION_UNITS[unit]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Section(BaseModel):
+    """Base of every config table: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneralSettings(Section):
+    timezone: str = "local"
+    phone_region: str = "RU"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value != "local":
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)") from exc
+        return value
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{2}", value):
+            raise ValueError(f"expected a two-letter country code such as RU, got {value!r}")
+        return value.upper()
+
+
+class DatabaseSettings(Section):
+    url: str | None = None
+    url_env: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    busy_timeout: Duration = timedelta(seconds=30)
+    pool_size: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _no_inline_password(cls, value: str | None) -> str | None:
+        if value and re.search(r"://[^/@]*:[^/@]+@", value):
+            raise ValueError("the URL carries a password: put it in password_env / password_file (or url_env)")
+        return value
+
+
+class PathsSettings(Section):
+    data_dir: Path | None = None
+    attachments_dir: Path | None = None
+
+
+class LimitsSettings(Section):
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(Section):
+    general: GeneralSettings = GeneralSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    paths: PathsSettings = PathsSettings()
+    limits: LimitsSettings = LimitsSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    _source: Path | None = PrivateAttr(default=None)
+    _data_dir: Path = PrivateAttr(default=Path("."))
+    _database_url: str = PrivateAttr(default="")
+    _secrets: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> Path | None:
+        """The file these settings were read from (None: built-in defaults)."""
+        return self._source
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.paths.attachments_dir or self._data_dir / "attachments"
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL, password included: never print it, use `masked_database_url`."""
+        return self._database_url
+
+    @property
+    def masked_database_url(self) -> str:
+        return mask_url(self._database_url)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return resolve_zone(self.general.timezone)
+
+    def secret(self, name: str) -> str | None:
+        """A resolved secret by its dotted key (e.g. "imap.password"), or None when none is configured."""
+        return self._secrets.get(name)
+
+
+def resolve_zone(name: str) -> ZoneInfo:
+    """The ZoneInfo for an IANA name, or the machine's own zone for "local"."""
+    if name != "local":
+        return ZoneInfo(name)
+    try:
+        import tzlocal
+
+        zone = tzlocal.get_localzone()
+        if isinstance(zone, ZoneInfo):
+            return zone
+        return ZoneInfo(str(zone))
+    except Exception:
+        return ZoneInfo("UTC")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    return re.sub(r"(://[^/@:]*:)[^/@]+@", r"\1***@", url)
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path | None:
+    """Where the config is looked for when --config is not given; None when no file exists."""
+    if environ.get("INTERESTD_CONFIG"):
+        return Path(environ["INTERESTD_CONFIG"])
+    xdg = _xdg_dir(environ, "XDG_CONFIG_HOME", ".config") / APP_NAME / "config.toml"
+    if xdg.is_file():
+        return xdg
+    if SYSTEM_CONFIG_PATH.is_file():
+        return SYSTEM_CONFIG_PATH
+    return None
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """systemd's StateDirectory when running as a service, else the XDG data dir."""
+    state = environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    return _xdg_dir(environ, "XDG_DATA_HOME", ".local/share") / APP_NAME
+
+
+def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
+    value = environ.get(variable)
+    if value and os.path.isabs(value):
+        return Path(value)
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return Path(home) / fallback
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Find, read and validate the configuration; raise ConfigError with a one-line message on any problem."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = default_config_path(environ)
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_toml(path)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(path, exc)) from None
+    settings._source = path
+    settings._data_dir = (settings.paths.data_dir or default_data_dir(environ)).expanduser()
+    settings._secrets = _resolve_secrets(settings, path, environ)
+    settings._database_url = _database_url(settings, environ)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, not a file: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def config_file_warnings(path: Path | None) -> list[str]:
+    """Warnings about the config file itself (for example: readable by other users)."""
+    if path is None:
+        return []
+    warnings = []
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return []
+    if mode & (stat.S_IRWXO):
+        warnings.append(f"{path} is readable by other users (chmod o-rwx {path})")
+    return warnings
+
+
+_SECRET_KEY_NAMES = re.compile(r"(^|_)(password|passwd|secret|token|api_key)$")
+
+
+def _describe_validation_error(path: Path | None, exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    key = _format_loc(first["loc"])
+    if first["type"] == "extra_forbidden":
+        last = str(first["loc"][-1]) if first["loc"] else key
+        if _SECRET_KEY_NAMES.search(last):
+            message = f"unknown key (secrets are never read from the file: use {last}_env or {last}_file)"
+        else:
+            message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = first["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        value = first.get("input")
+        short = isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) < 80
+        if short and repr(value) not in message:
+            message = f"{message} (got {value!r})"
+    where = f"{path}: " if path else ""
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}{key}: {message}{more}"
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part + 1}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+def _secret_fields(settings: BaseModel, prefix: str = "") -> list[tuple[str, BaseModel, str]]:
+    """Every (dotted name, section, base name) for which a section has `<base>_env` / `<base>_file` keys."""
+    found: list[tuple[str, BaseModel, str]] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        dotted = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            found.extend(_secret_fields(value, dotted + "."))
+        elif isinstance(value, tuple | list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found.extend(_secret_fields(item, f"{dotted}[{index + 1}]."))
+        elif name.endswith("_env") and f"{name[:-4]}_file" in type(settings).model_fields:
+            found.append((f"{prefix}{name[:-4]}", settings, name[:-4]))
+    return found
+
+
+def _resolve_secrets(settings: Settings, path: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    for dotted, section, base in _secret_fields(settings):
+        env_name = getattr(section, f"{base}_env")
+        file_path = getattr(section, f"{base}_file")
+        if env_name and file_path:
+            raise ConfigError(f"{_where(path)}{dotted}_env / {dotted}_file: set one of them, not both")
+        if env_name:
+            value = environ.get(env_name)
+            if value is None:
+                raise ConfigError(f"{_where(path)}{dotted}_env: environment variable {env_name} is not set")
+            secrets[dotted] = value
+        elif file_path:
+            secrets[dotted] = _read_secret_file(path, dotted, Path(file_path), environ)
+    return secrets
+
+
+def _read_secret_file(path: Path | None, dotted: str, file_path: Path, environ: Mapping[str, str]) -> str:
+    # A bare name is looked up among systemd's credentials (LoadCredential=), so the unit's
+    # credential name can be written as it is.
+    if not file_path.is_absolute() and environ.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(environ["CREDENTIALS_DIRECTORY"]) / file_path
+        if candidate.exists():
+            file_path = candidate
+    try:
+        value = file_path.expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{_where(path)}{dotted}_file: cannot read {file_path}: {exc.strerror or exc}") from None
+    value = value.rstrip("\r\n")
+    if not value:
+        raise ConfigError(f"{_where(path)}{dotted}_file: {file_path} is empty")
+    return value
+
+
+def secret_file_warnings(settings: Settings) -> list[str]:
+    """Warnings for secret files that other users can read."""
+    warnings = []
+    for dotted, section, base in _secret_fields(settings):
+        file_path = getattr(section, f"{base}_file")
+        if not file_path:
+            continue
+        try:
+            mode = Path(file_path).expanduser().stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IRWXO:
+            warnings.append(f"{dotted}_file {file_path} is readable by other users (chmod o-rwx {file_path})")
+    return warnings
+
+
+def _where(path: Path | None) -> str:
+    return f"{path}: " if path else ""
+
+
+def _database_url(settings: Settings, environ: Mapping[str, str]) -> str:
+    url = environ.get("INTERESTD_DATABASE_URL") or None
+    if url is None and settings.database.url_env:
+        url = environ.get(settings.database.url_env)
+        if not url:
+            raise ConfigError(f"database.url_env: environment variable {settings.database.url_env} is not set")
+    if url is None:
+        url = settings.database.url
+    if url is None:
+        return f"sqlite:///{settings.data_dir / 'interestd.db'}"
+    password = settings.secret("database.password")
+    if password is not None:
+        url = _with_password(url, password)
+    return url
+
+
+def _with_password(url: str, password: str) -> str:
+    from urllib.parse import quote
+
+    match = re.match(r"^([^:]+://)([^@/:]+)(@.*)$", url)
+    if not match:
+        raise ConfigError(
+            "database.password_env/_file needs a URL with a user name, e.g. postgresql+psycopg://user@host/db"
+        )
+    return f"{match.group(1)}{match.group(2)}:{quote(password, safe='')}{match.group(3)}"
+
+
+def settings_for_display(settings: Settings) -> dict[str, Any]:
+    """The validated settings as plain data for `check-config`, with secrets masked and derived values added."""
+    data = settings.model_dump(mode="json", exclude_none=False)
+    data["database"]["effective_url"] = settings.masked_database_url
+    data["paths"]["effective_data_dir"] = str(settings.data_dir)
+    data["paths"]["effective_attachments_dir"] = str(settings.attachments_dir)
+    for dotted, _section, _base in _secret_fields(settings):
+        _set_dotted(data, dotted, "***" if settings.secret(dotted) is not None else None)
+    return data
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node: Any = data
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", dotted)
+    for part in parts[:-1]:
+        node = node[int(part[1:-1]) - 1] if part.startswith("[") else node[part]
+    node[parts[-1]] = value

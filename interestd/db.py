@@ -1,0 +1,210 @@
+"""Engine and sessions for SQLite or PostgreSQL, schema version checks, and migrations through alembic.
+
+The engine-specific details (SQLite pragmas and transaction start, PostgreSQL advisory locks, the
+insert-or-ignore form) live here and only here, so the rest of the code speaks one SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlmodel import Session
+
+from interestd.errors import DatabaseError, SchemaError
+
+log = logging.getLogger(__name__)
+
+# The alembic revision this code expects; tests check it equals the head of migrations/versions.
+SCHEMA_REVISION = "0001"
+KNOWN_REVISIONS = ("0001",)
+MIGRATIONS_LOCK_ID = 0x696E7464  # "intd": PostgreSQL advisory lock key held while migrating
+
+
+class Database:
+    """One engine and the sessions made from it; `write=True` sessions take SQLite's write lock at BEGIN."""
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0, pool_size: int = 5, echo: bool = False):
+        self.url = url
+        self.engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, echo=echo)
+        self.write_engine = self.engine.execution_options(interestd_write=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self, *, write: bool = False) -> Session:
+        return Session(self.write_engine if write else self.engine, expire_on_commit=False)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str, *, busy_timeout: float = 30.0, pool_size: int = 5, echo: bool = False) -> Engine:
+    """An engine for the URL; SQLite files get their directory (mode 0700) and owner-only permissions."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"not a database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _prepare_sqlite_file(Path(database))
+        kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
+    elif backend == "postgresql":
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800)
+        kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "interestd"}
+    else:
+        raise DatabaseError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(f"no driver for {parsed.drivername}: {exc}") from None
+    if backend == "sqlite":
+        _configure_sqlite(engine, busy_timeout)
+    return engine
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    path = path.expanduser()
+    if not path.parent.exists():
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create database directory {path.parent}: {exc.strerror}") from None
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create database file {path}: {exc.strerror}") from None
+
+
+def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
+    # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over, as the
+    # SQLAlchemy documentation recommends, and start write sessions with BEGIN IMMEDIATE so two
+    # writers queue on the busy timeout instead of failing when a read lock cannot be upgraded.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        with contextlib.suppress(Exception):
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get("interestd_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+def insert_ignoring_duplicates(db_dialect: str, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for the given engine (the one place the two dialects differ here)."""
+    if db_dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision stored in the database, or None for a database without interestd tables."""
+    try:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+            if "alembic_version" not in tables:
+                if tables & {"raw_message", "card"}:
+                    raise SchemaError(
+                        "the database has interestd tables but no schema version: it was not made by "
+                        "`interestd db upgrade`"
+                    )
+                return None
+            row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+            return row[0] if row else None
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot open the database: {_short(exc)}") from None
+
+
+def check_schema(database: Database, *, create_if_empty: bool = True) -> None:
+    """Refuse to run on an outdated or unknown schema; initialise a brand-new empty database."""
+    revision = current_revision(database.engine)
+    if revision == SCHEMA_REVISION:
+        return
+    if revision is None:
+        if not create_if_empty:
+            raise SchemaError("the database is empty: run `interestd db upgrade`")
+        log.info("initialising a new database")
+        upgrade(database)
+        return
+    if revision in KNOWN_REVISIONS:
+        raise SchemaError(
+            f"the database schema is outdated ({revision}, this interestd needs {SCHEMA_REVISION}): "
+            "run `interestd db upgrade`"
+        )
+    raise SchemaError(
+        f"the database schema {revision} is newer than this interestd knows ({SCHEMA_REVISION}): upgrade interestd"
+    )
+
+
+def alembic_config(connection: Any = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(database: Database, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply migrations up to `revision`; safe to run twice and from two hosts at once. Returns (before, after)."""
+    from alembic import command
+
+    before = current_revision(database.engine)
+    with database.write_engine.connect() as connection, _migration_lock(connection):
+        config = alembic_config(connection)
+        command.upgrade(config, revision)
+        connection.commit()
+    return before, current_revision(database.engine)
+
+
+@contextlib.contextmanager
+def _migration_lock(connection: Any) -> Iterator[None]:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATIONS_LOCK_ID})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATIONS_LOCK_ID})
+            connection.commit()
+    else:
+        # SQLite: the migration's own BEGIN IMMEDIATE transaction serialises concurrent upgrades.
+        yield
+
+
+def _short(exc: BaseException) -> str:
+    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return message[0] if message else type(exc).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of a database driver error."""
+    return _short(exc)

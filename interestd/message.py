@@ -1,0 +1,449 @@
+"""ParsedMessage: one e-mail's decoded headers, body text, HTML, attachments and forwarded original, from raw bytes.
+
+Built on the standard library's `email` parser (compat32 policy: tolerant and fast) with our own charset
+handling, because notification mail is often mislabelled (cp1251 declared as latin-1, KOI8-R headers in
+8-bit, UTF-8 declared as cp1251) and the stock decoders either fail or produce mojibake there.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.message
+import email.utils
+import hashlib
+import quopri
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from interestd.charsets import decode_bytes
+from interestd.htmltext import Link, html_to_text, links_of, parse_html, tree_to_text
+
+MAX_DEPTH = 20  # nested multiparts / attached messages followed; deeper parts are ignored (a defect)
+MAX_PARTS = 500  # MIME parts looked at per message
+MAX_ATTACHMENT_KEEP = 10 * 1024 * 1024  # bytes of one attachment kept in memory for proof images
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+?)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=")
+_FOLDING = re.compile(r"\r?\n[ \t]+")
+_ANGLE_ID = re.compile(r"<([^<>\s]+)>")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox from an address header: display name (decoded) and the address itself."""
+
+    name: str | None
+    email: str | None
+
+    def __str__(self) -> str:
+        if self.name and self.email:
+            return f"{self.name} <{self.email}>"
+        return self.email or self.name or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A non-body MIME part: file name, type and (up to MAX_ATTACHMENT_KEEP) its decoded bytes."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    data: bytes
+    content_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """Everything parsers and classifiers read from one e-mail; pure data, built by parse_raw()."""
+
+    message_id: str | None
+    subject: str
+    sender: Address | None
+    reply_to: tuple[Address, ...]
+    to: tuple[Address, ...]
+    date: datetime | None
+    headers: tuple[tuple[str, str], ...]
+    plain: str | None
+    html: str | None
+    attachments: tuple[Attachment, ...] = ()
+    forwarded: ParsedMessage | None = None
+    defects: tuple[str, ...] = ()
+    size: int = 0
+    content_type: str = "text/plain"
+    forward_kind: str | None = None  # "attached" | "inline" when this message forwards `forwarded`
+    _header_index: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (case-insensitive), decoded; None when absent."""
+        values = self._header_index.get(name.lower())
+        return values[0] if values else None
+
+    def header_all(self, name: str) -> list[str]:
+        return list(self._header_index.get(name.lower(), ()))
+
+    @property
+    def sender_email(self) -> str | None:
+        return self.sender.email.lower() if self.sender and self.sender.email else None
+
+    @cached_property
+    def html_tree(self) -> Any | None:
+        """The parsed HTML body (lxml), built once on first use."""
+        return parse_html(self.html) if self.html else None
+
+    @cached_property
+    def html_text(self) -> str:
+        """Readable text of the HTML body ("" when there is none)."""
+        tree = self.html_tree
+        return tree_to_text(tree) if tree is not None else ""
+
+    @cached_property
+    def text(self) -> str:
+        """The best body text: the plain part, or the HTML's text when the plain part is missing or a stub."""
+        plain = (self.plain or "").strip()
+        if self.html and (not plain or _looks_like_stub(plain)):
+            return self.html_text
+        return plain
+
+    @cached_property
+    def links(self) -> tuple[Link, ...]:
+        """Links of the HTML body, or the bare URLs of the plain body when there is no HTML."""
+        if self.html_tree is not None:
+            return links_of(self.html_tree)
+        return tuple(Link(text=url, href=url) for url in re.findall(r"https?://[^\s<>\"')\]]+", self.plain or ""))
+
+    @property
+    def original(self) -> ParsedMessage:
+        """The message that counts: the forwarded original (followed to the end), else this one."""
+        message = self
+        while message.forwarded is not None:
+            message = message.forwarded
+        return message
+
+    @property
+    def images(self) -> tuple[Attachment, ...]:
+        return tuple(a for a in self.attachments if a.content_type.startswith("image/"))
+
+
+def parse_raw(raw: bytes) -> ParsedMessage:
+    """Parse raw RFC 5322 bytes into a ParsedMessage. Never raises for malformed mail; records defects instead."""
+    message = email.message_from_bytes(raw)
+    return _from_message(message, size=len(raw), depth=0)
+
+
+def message_key(raw: bytes, message_id: str | None) -> tuple[str, str]:
+    """(dedup key, content hash): the Message-ID when there is one, else a stable id made from the content."""
+    digest = hashlib.sha256(raw).hexdigest()
+    return (message_id or f"<sha256.{digest[:40]}@content.interestd>", digest)
+
+
+def quick_message_id(raw: bytes) -> str | None:
+    """The Message-ID of raw bytes, read from the header block only (cheap: for dedup before parsing)."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    head = raw if end < 0 else raw[:end]
+    match = re.search(rb"(?im)^message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t]+.*)*)", head)
+    if not match:
+        return None
+    return normalise_message_id(match.group(1).decode("ascii", "replace"))
+
+
+def normalise_message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = _FOLDING.sub(" ", value).strip()
+    match = _ANGLE_ID.search(value)
+    if match:
+        value = f"<{match.group(1)}>"
+    elif value:
+        value = f"<{value.split()[0].strip('<>')}>"
+    value = _CONTROL_CHARS.sub("", value)
+    return value[:900] if len(value) > 2 else None
+
+
+def _from_message(message: email.message.Message, *, size: int, depth: int) -> ParsedMessage:
+    defects: list[str] = [type(d).__name__ for d in getattr(message, "defects", [])]
+    headers: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        decoded = decode_header(value) if isinstance(value, str) else str(value)
+        headers.append((name, decoded))
+        index.setdefault(name.lower(), []).append(decoded)
+
+    body = _Body()
+    _collect(message, body, depth=depth, defects=defects)
+
+    subject = _first(index, "subject") or ""
+    dates = _raw_values(message, "Date")
+    date = _parse_date(dates[0] if dates else None, defects)
+    parsed = ParsedMessage(
+        message_id=normalise_message_id(_first(index, "message-id")),
+        subject=_single_line(subject),
+        sender=_first_address(message, "From"),
+        reply_to=_addresses(message, "Reply-To"),
+        to=_addresses(message, "To") + _addresses(message, "Cc"),
+        date=date,
+        headers=tuple(headers),
+        plain="\n\n".join(body.plain) if body.plain else None,
+        html="\n".join(body.html) if body.html else None,
+        attachments=tuple(body.attachments),
+        forwarded=body.forwarded,
+        defects=tuple(defects),
+        size=size,
+        content_type=message.get_content_type(),
+        forward_kind="attached" if body.forwarded is not None else None,
+        _header_index=index,
+    )
+    if parsed.forwarded is None and depth < MAX_DEPTH:
+        from interestd.forwards import inline_forward
+
+        inner = inline_forward(parsed)
+        if inner is not None:
+            object.__setattr__(parsed, "forwarded", inner)
+            object.__setattr__(parsed, "forward_kind", "inline")
+    return parsed
+
+
+@dataclass
+class _Body:
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    forwarded: ParsedMessage | None = None
+    parts_seen: int = 0
+
+
+def _collect(root: email.message.Message, body: _Body, *, depth: int, defects: list[str]) -> None:
+    # An explicit stack instead of recursion: hostile mail nests multiparts hundreds deep.
+    stack: list[tuple[email.message.Message, int]] = [(root, depth)]
+    while stack:
+        part, level = stack.pop()
+        body.parts_seen += 1
+        if body.parts_seen > MAX_PARTS:
+            defects.append("TooManyParts")
+            return
+        content_type = part.get_content_type()
+        if part.is_multipart():
+            if level >= MAX_DEPTH:
+                defects.append("NestedTooDeep")
+                continue
+            children = part.get_payload()
+            if not isinstance(children, list):
+                continue
+            if content_type == "message/rfc822":
+                inner = children[0] if children else None
+                if inner is not None and body.forwarded is None and level + 1 < MAX_DEPTH:
+                    body.forwarded = _from_message(inner, size=0, depth=level + 1)
+                elif inner is not None:
+                    defects.append("NestedTooDeep" if level + 1 >= MAX_DEPTH else "ExtraAttachedMessage")
+                continue
+            if content_type == "multipart/alternative":
+                # Prefer each kind once; alternatives are the same content in other forms.
+                children = _alternatives(children)
+            stack.extend((child, level + 1) for child in reversed(children))
+            continue
+        dispositions = _raw_values(part, "Content-Disposition")
+        disposition = dispositions[0].split(";")[0].strip().lower() if dispositions else ""
+        filename = _filename(part)
+        is_body_text = content_type in ("text/plain", "text/html") and disposition != "attachment" and not filename
+        if is_body_text:
+            text = decode_bytes(_payload_bytes(part, defects), _charset(part))
+            (body.plain if content_type == "text/plain" else body.html).append(text)
+        elif content_type == "text/rfc822-headers" or content_type.startswith("message/"):
+            raw = _payload_bytes(part, defects)
+            body.attachments.append(Attachment(filename, content_type, len(raw), raw[:MAX_ATTACHMENT_KEEP]))
+        else:
+            data = _payload_bytes(part, defects)
+            content_ids = _raw_values(part, "Content-ID")
+            content_id = content_ids[0] if content_ids else None
+            body.attachments.append(
+                Attachment(
+                    filename=filename,
+                    content_type=content_type,
+                    size=len(data),
+                    data=data[:MAX_ATTACHMENT_KEEP],
+                    content_id=content_id.strip(" <>") if isinstance(content_id, str) else None,
+                )
+            )
+
+
+def _alternatives(children: list[email.message.Message]) -> list[email.message.Message]:
+    chosen: dict[str, email.message.Message] = {}
+    others = []
+    for child in children:
+        kind = child.get_content_type()
+        if kind in ("text/plain", "text/html"):
+            chosen.setdefault(kind, child)
+        elif child.is_multipart():
+            # multipart/related wrapping the HTML counts as the HTML alternative.
+            others.append(child)
+    return list(chosen.values()) + others
+
+
+def _payload_bytes(part: email.message.Message, defects: list[str]) -> bytes:
+    """The decoded bytes of a leaf part (base64 / quoted-printable undone, leniently; 8-bit bytes as they came)."""
+    try:
+        data = part.get_payload(decode=True)
+    except Exception as exc:
+        defects.append(f"UndecodablePayload: {type(exc).__name__}")
+        return b""
+    for defect in getattr(part, "defects", []):
+        name = type(defect).__name__
+        if name not in defects:
+            defects.append(name)
+    return data if isinstance(data, bytes) else b""
+
+
+def _charset(part: email.message.Message) -> str | None:
+    try:
+        charset = part.get_param("charset")
+    except Exception:
+        return None
+    if isinstance(charset, tuple):  # RFC 2231 form
+        charset = charset[2] if len(charset) > 2 else None
+    return str(charset) if charset else None
+
+
+def _filename(part: email.message.Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        return None
+    if not name:
+        return None
+    return decode_header(name) if isinstance(name, str) else None
+
+
+def decode_header(value: str) -> str:
+    """Decode a raw header value: RFC 2047 words (joined across adjacent words) and raw 8-bit text."""
+    value = _FOLDING.sub(" ", value).replace("\r", "").replace("\n", " ")
+    if "=?" not in value:
+        return _decode_raw(value)
+    out: list[str] = []
+    position = 0
+    pending: list[tuple[str, bytes]] = []  # adjacent encoded words waiting to be decoded together
+
+    def flush() -> None:
+        if not pending:
+            return
+        groups: list[tuple[str, bytearray]] = []
+        for charset, data in pending:
+            if groups and groups[-1][0] == charset:
+                groups[-1][1].extend(data)
+            else:
+                groups.append((charset, bytearray(data)))
+        out.extend(decode_bytes(bytes(data), charset) for charset, data in groups)
+        pending.clear()
+
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[position : match.start()]
+        if between and not (pending and between.isspace()):
+            flush()
+            out.append(_decode_raw(between))
+        charset, kind, encoded = match.group(1).lower(), match.group(2).upper(), match.group(3)
+        try:
+            if kind == "B":
+                data = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+            else:
+                data = quopri.decodestring(encoded.replace("_", " ").encode("ascii", "surrogateescape"), header=False)
+        except (ValueError, binascii.Error):
+            flush()
+            out.append(match.group(0))
+        else:
+            pending.append((charset, data))
+        position = match.end()
+    flush()
+    out.append(_decode_raw(value[position:]))
+    return "".join(out)
+
+
+def _decode_raw(value: str) -> str:
+    if value.isascii():
+        return value
+    try:
+        raw = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return value  # already text
+    return decode_bytes(raw, None)
+
+
+def _single_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _first(index: dict[str, list[str]], name: str) -> str | None:
+    values = index.get(name)
+    return values[0] if values else None
+
+
+def _raw_values(message: email.message.Message, name: str) -> list[str]:
+    """Header values as they came (compat32 turns 8-bit values into Header objects on get())."""
+    lowered = name.lower()
+    return [value for key, value in message.raw_items() if key.lower() == lowered and isinstance(value, str)]
+
+
+def _addresses(message: email.message.Message, name: str) -> tuple[Address, ...]:
+    raw_values = _raw_values(message, name)
+    if not raw_values:
+        return ()
+    try:
+        pairs = email.utils.getaddresses(raw_values)
+    except Exception:
+        return ()
+    found = []
+    for display, address in pairs:
+        display_name = _single_line(decode_header(display)).strip(" \"'") or None
+        address = _decode_raw(address).strip() or None
+        if address and "@" not in address:
+            address = None
+        if display_name or address:
+            found.append(Address(display_name, address))
+    return tuple(found)
+
+
+def _first_address(message: email.message.Message, name: str) -> Address | None:
+    found = _addresses(message, name)
+    return found[0] if found else None
+
+
+def _parse_date(value: Any, defects: list[str]) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(_FOLDING.sub(" ", value).strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        defects.append("InvalidDateHeader")
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _looks_like_stub(plain: str) -> bool:
+    """A plain part that only asks to view the HTML version (some senders add one for form's sake)."""
+    if len(plain) > 300:
+        return False
+    lowered = plain.lower()
+    return any(
+        marker in lowered
+        for marker in (
+            "html",
+            "view this email in your browser",
+            "не поддерживает",
+            "включите отображение",
+            "to view this message",
+            "this message requires",
+        )
+    )
+
+
+def body_from_html(html: str) -> str:
+    """Readable text of an HTML snippet (convenience for parsers)."""
+    return html_to_text(html)

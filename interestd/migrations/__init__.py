@@ -1,0 +1,1 @@
+"""Alembic migrations of the interestd schema (applied by `interestd db upgrade`)."""

@@ -1,0 +1,169 @@
+"""All tables: raw messages, cards, managers, card events and mailbox state (the one SQLModel table module)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+RAW_STATUSES = ("new", "card", "skipped", "quarantined", "proof")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way in and out, on every engine (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _time(**kwargs: Any) -> Any:
+    nullable = kwargs.pop("nullable", True)
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, **kwargs))
+
+
+class RawMessage(SQLModel, table=True):
+    """One e-mail exactly as it arrived (raw bytes kept), and what became of it."""
+
+    __tablename__ = "raw_message"
+    __table_args__ = (
+        UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_raw_message_imap_uid"),
+        Index("ix_raw_message_status_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    content_hash: str = Field(max_length=64, index=True)
+    origin: str = Field(sa_column=Column(Text, nullable=False))
+    mailbox: str | None = Field(default=None, max_length=200)
+    folder: str | None = Field(default=None, max_length=500)
+    uidvalidity: int | None = Field(default=None, sa_column=Column(BigInteger))
+    uid: int | None = Field(default=None, sa_column=Column(BigInteger))
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    size: int = 0
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    sender: str | None = Field(default=None, sa_column=Column(Text))
+    date: datetime | None = _time()
+    stored_at: datetime = _time(nullable=False, index=True)
+    status: str = Field(default="new", max_length=20)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    parser: str | None = Field(default=None, max_length=100)
+    parser_version: str | None = Field(default=None, max_length=50)
+    attempts: int = 0
+    processed_at: datetime | None = _time()
+
+
+class Card(SQLModel, table=True):
+    """An interest card: the ten fields of ../shared/card.schema.json plus provenance and bookkeeping."""
+
+    __tablename__ = "card"
+    __table_args__ = (
+        Index("ix_card_feed", "processed", "occurred_at"),
+        Index("ix_card_responsible_feed", "responsible", "processed", "occurred_at"),
+        Index("ix_card_source_occurred", "source_type", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    raw_message_id: int = Field(foreign_key="raw_message.id", unique=True)
+    message_id: str = Field(sa_column=Column(Text, nullable=False))
+    parser: str = Field(max_length=100)
+    received_at: datetime = _time(nullable=False, index=True)
+    source_url: str | None = Field(default=None, sa_column=Column(Text))
+    occurred_at: datetime = _time(nullable=False, index=True)
+    source_type: str = Field(max_length=50)
+    author_name: str | None = Field(default=None, sa_column=Column(Text))
+    author_url: str | None = Field(default=None, sa_column=Column(Text, index=True))
+    author_photo_url: str | None = Field(default=None, sa_column=Column(Text))
+    author_email: str | None = Field(default=None, max_length=320, index=True)
+    author_phone: str | None = Field(default=None, max_length=32, index=True)
+    action: str = Field(max_length=50)
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    product: str | None = Field(default=None, max_length=300, index=True)
+    product_url: str | None = Field(default=None, sa_column=Column(Text))
+    responsible: str | None = Field(default=None, max_length=100)
+    processed: bool = False
+    processed_at: datetime | None = _time()
+    screenshot: str | None = Field(default=None, sa_column=Column(Text))
+    reply_url: str | None = Field(default=None, sa_column=Column(Text))
+    replied: bool = False
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    notes: str | None = Field(default=None, sa_column=Column(Text))
+    assigned_at: datetime | None = _time()
+    updated_at: datetime = _time(nullable=False)
+
+    @property
+    def ref(self) -> str:
+        return f"INT-{self.id}"
+
+
+class Event(SQLModel, table=True):
+    """One change of a card: who did what, when and why. A card's events are its history."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        Index("ix_event_card_at", "card_id", "at"),
+        Index("ix_event_kind_at", "kind", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    card_id: int = Field(foreign_key="card.id")
+    at: datetime = _time(nullable=False)
+    kind: str = Field(max_length=40)
+    actor: str | None = Field(default=None, max_length=100)
+    manager: str | None = Field(default=None, max_length=100)
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class Manager(SQLModel, table=True):
+    """A person who works the queue, synced from the config's [[managers]]; kept when removed there."""
+
+    __tablename__ = "manager"
+
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(max_length=100, unique=True)
+    display_name: str | None = Field(default=None, max_length=200)
+    emails: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    capacity: int | None = None
+    active: bool = True
+    away: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    in_config: bool = True
+    created_at: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False)
+
+
+class MailboxState(SQLModel, table=True):
+    """Per mailbox folder: the UIDVALIDITY and last UID already stored, and the health of the last polls."""
+
+    __tablename__ = "mailbox_state"
+
+    mailbox: str = Field(primary_key=True, max_length=200)
+    folder: str = Field(primary_key=True, max_length=500)
+    uidvalidity: int | None = Field(default=None, sa_column=Column(BigInteger))
+    last_uid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    last_poll_at: datetime | None = _time()
+    last_success_at: datetime | None = _time()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = _time()

@@ -1,0 +1,300 @@
+"""The message pipeline: raw bytes → parsed → classified → parser → normalised card → stored, one message at a time.
+
+`evaluate` is pure (bytes in, Outcome out); `process_pending` applies outcomes to the store, each message in its
+own savepoint, so one bad message is quarantined with its reason and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from interestd import store
+from interestd.card import CardData, normalise
+from interestd.classify import classify
+from interestd.db import Database, describe_error
+from interestd.errors import ParseError
+from interestd.message import ParsedMessage, parse_raw
+from interestd.models import utcnow
+from interestd.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """What evaluating a message depends on besides its bytes (built once from the settings)."""
+
+    registry: Registry
+    phone_region: str = "RU"
+    max_attempts: int = 3
+    batch_size: int = 200
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message: a card, skipped, quarantined (with the reason), or a reply proof."""
+
+    status: str
+    reason: str | None = None
+    parser: str | None = None
+    parser_version: str | None = None
+    card: CardData | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    considered: tuple[str, ...] = ()
+
+
+def evaluate(raw: bytes | None, context: PipelineContext, *, now: datetime) -> Outcome:
+    """Decide what one raw message becomes. Pure: never touches the database; never raises."""
+    if raw is None:
+        return Outcome("quarantined", "the raw bytes of this message were not kept")
+    try:
+        message = parse_raw(raw)
+    except Exception as exc:
+        return Outcome("quarantined", f"unparseable message: {type(exc).__name__}: {_first_line(exc)}")
+    meta = _meta(message)
+    try:
+        return _evaluate_parsed(message, context, now=now, meta=meta)
+    except Exception as exc:  # a bug in a classifier or normaliser must not lose the message
+        log.exception("message %s could not be evaluated", meta.get("message_id"))
+        return Outcome("quarantined", f"internal error: {type(exc).__name__}: {_first_line(exc)}", meta=meta)
+
+
+def _evaluate_parsed(
+    message: ParsedMessage, context: PipelineContext, *, now: datetime, meta: dict[str, Any]
+) -> Outcome:
+    kind = classify(message)
+    if kind.kind in ("auto_reply", "bounce", "own_report"):
+        return Outcome("skipped", kind.reason, meta=meta)
+
+    original = message.original
+    pick = context.registry.pick(original)
+    parser = pick.parser
+    if parser is context.registry.fallback and kind.automated and original is message:
+        return Outcome(
+            "skipped", f"{kind.reason}: no notification parser recognises it", meta=meta, considered=pick.matched
+        )
+    try:
+        draft = parser.parse(original)
+    except ParseError as exc:
+        return Outcome(
+            "quarantined",
+            f"{parser.name}: {exc}",
+            parser=parser.name,
+            parser_version=parser.version,
+            meta=meta,
+            considered=pick.matched,
+        )
+    except Exception as exc:
+        return Outcome(
+            "quarantined",
+            f"{parser.name} parser failed: {type(exc).__name__}: {_first_line(exc)}",
+            parser=parser.name,
+            parser_version=parser.version,
+            meta=meta,
+            considered=pick.matched,
+        )
+    card = normalise(
+        draft,
+        subject=original.subject or message.subject,
+        message_date=original.date or message.date,
+        received_at=now,
+        phone_region=context.phone_region,
+    )
+    notes = list(card.notes) + list(pick.match_errors)
+    return Outcome(
+        "card",
+        "; ".join(notes) or None,
+        parser=parser.name,
+        parser_version=parser.version,
+        card=card,
+        meta=meta,
+        considered=pick.matched,
+    )
+
+
+def _meta(message: ParsedMessage) -> dict[str, Any]:
+    sender = message.sender
+    return {
+        "message_id": message.message_id,
+        "subject": message.subject[:500] or None,
+        "sender": str(sender)[:500] if sender else None,
+        "date": message.date,
+    }
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+@dataclass
+class ProcessSummary:
+    """How many messages ended in each status during one processing run."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    cards: list[int] = field(default_factory=list)
+
+    def add(self, other: ProcessSummary) -> None:
+        self.counts.update(other.counts)
+        self.cards.extend(other.cards)
+
+
+Evaluator = Callable[[Sequence[store.PendingRaw], PipelineContext, datetime], list[Outcome]]
+
+
+def evaluate_serially(rows: Sequence[store.PendingRaw], context: PipelineContext, now: datetime) -> list[Outcome]:
+    return [evaluate(row.raw, context, now=now) for row in rows]
+
+
+def process_pending(
+    database: Database,
+    context: PipelineContext,
+    *,
+    evaluator: Evaluator = evaluate_serially,
+    clock: Callable[[], datetime] = utcnow,
+    limit: int | None = None,
+) -> ProcessSummary:
+    """Process every stored message with status `new`, in batches; returns what became of them."""
+    summary = ProcessSummary()
+    # Messages whose processing was interrupted before (the process died) go one at a time, so the one
+    # that kills the process is isolated and quarantined after max_attempts instead of taking others along.
+    for retried, batch_size in ((True, 1), (False, context.batch_size)):
+        while limit is None or sum(summary.counts.values()) < limit:
+            size = batch_size if limit is None else min(batch_size, limit - sum(summary.counts.values()))
+            with database.session(write=True) as session:
+                rows = store.pending_raw(session, limit=size, retried=retried)
+                if not rows:
+                    break
+                store.bump_attempts(session, [row.id for row in rows])
+                session.commit()
+            summary.add(_process_rows(database, context, rows, evaluator=evaluator, clock=clock))
+    return summary
+
+
+def _process_rows(
+    database: Database,
+    context: PipelineContext,
+    rows: Sequence[store.PendingRaw],
+    *,
+    evaluator: Evaluator,
+    clock: Callable[[], datetime],
+) -> ProcessSummary:
+    summary = ProcessSummary()
+    now = clock()
+    exhausted = [row for row in rows if row.attempts >= context.max_attempts]
+    live = [row for row in rows if row.attempts < context.max_attempts]
+    outcomes = evaluator(live, context, now) if live else []
+    with database.session(write=True) as session:
+        for row in exhausted:
+            reason = f"processing did not finish {row.attempts} times (the process died while handling it)"
+            store.set_raw_outcome(session, row.id, status="quarantined", reason=reason, now=now)
+            summary.counts["quarantined"] += 1
+        for row, outcome in zip(live, outcomes, strict=True):
+            status = apply_outcome(session, row.id, outcome, now=now)
+            summary.counts[status] += 1
+            if status == "card" and outcome.card is not None:
+                card = store.card_for_raw(session, row.id)
+                if card is not None and card.id is not None:
+                    summary.cards.append(card.id)
+        session.commit()
+    return summary
+
+
+def apply_outcome(session: Any, raw_id: int, outcome: Outcome, *, now: datetime) -> str:
+    """Write one outcome in a savepoint; a database error here quarantines just this message. Returns the status."""
+    try:
+        with session.begin_nested():
+            return _write_outcome(session, raw_id, outcome, now=now)
+    except Exception as exc:
+        log.error("message %s could not be stored: %s", raw_id, describe_error(exc))
+        with session.begin_nested():
+            store.set_raw_outcome(
+                session,
+                raw_id,
+                status="quarantined",
+                reason=f"could not be stored: {describe_error(exc)}"[:1000],
+                now=now,
+            )
+        return "quarantined"
+
+
+def _write_outcome(session: Any, raw_id: int, outcome: Outcome, *, now: datetime) -> str:
+    meta = {key: value for key, value in outcome.meta.items() if key in ("subject", "sender", "date")}
+    existing = store.card_for_raw(session, raw_id)
+    if existing is not None and (outcome.status != "card" or outcome.card is None):
+        # Reparsing never takes a card away from the people working it: the card stays, the news is noted.
+        store.add_event(
+            session,
+            existing.id,
+            "reparsed",
+            actor="pipeline",
+            detail=f"parsed again: now {outcome.status} ({outcome.reason}); card kept",
+            at=now,
+        )
+        store.set_raw_outcome(
+            session,
+            raw_id,
+            status="card",
+            reason=f"reparse gave {outcome.status}: {outcome.reason}",
+            meta=meta,
+            now=now,
+        )
+        return "card"
+    if outcome.status != "card" or outcome.card is None:
+        store.set_raw_outcome(
+            session,
+            raw_id,
+            status=outcome.status,
+            reason=outcome.reason,
+            parser=outcome.parser,
+            parser_version=outcome.parser_version,
+            meta=meta,
+            now=now,
+        )
+        return outcome.status
+    raw = store.get_raw(session, raw_id)
+    assert raw is not None and outcome.parser is not None
+    if existing is None:
+        store.add_card(
+            session, raw_id=raw_id, message_id=raw.message_id, parser=outcome.parser, data=outcome.card, now=now
+        )
+    else:
+        store.update_card_fields(session, existing, parser=outcome.parser, data=outcome.card, now=now)
+    store.set_raw_outcome(
+        session,
+        raw_id,
+        status="card",
+        reason=outcome.reason,
+        parser=outcome.parser,
+        parser_version=outcome.parser_version,
+        meta=meta,
+        now=now,
+    )
+    return "card"
+
+
+def reprocess(
+    database: Database,
+    context: PipelineContext,
+    raw_ids: Sequence[int],
+    *,
+    evaluator: Evaluator = evaluate_serially,
+    clock: Callable[[], datetime] = utcnow,
+) -> ProcessSummary:
+    """Run stored messages through the current parsers again, updating their cards in place."""
+    summary = ProcessSummary()
+    for start in range(0, len(raw_ids), context.batch_size):
+        chunk = raw_ids[start : start + context.batch_size]
+        with database.session() as session:
+            rows = [
+                store.PendingRaw(raw.id, raw.raw, 0, raw.size)
+                for raw in (store.get_raw(session, raw_id) for raw_id in chunk)
+                if raw is not None and raw.id
+            ]
+        summary.add(_process_rows(database, context, rows, evaluator=evaluator, clock=clock))
+    return summary

@@ -1,0 +1,335 @@
+"""What the CLI, the scheduler and the tests call: ingest, feed, show, export, mail lists, reparse."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session
+
+from interestd import store
+from interestd.config import Settings
+from interestd.db import Database, check_schema
+from interestd.errors import NotFoundError, UsageError
+from interestd.message import message_key, quick_message_id
+from interestd.models import Card, Event, RawMessage
+from interestd.pipeline import PipelineContext, ProcessSummary, process_pending, reprocess
+from interestd.registry import load_registry
+from interestd.safety import csv_cell
+from interestd.sources.files import check_paths, iter_messages
+
+EXPORT_KEYS = (
+    "id",
+    "ref",
+    "message_id",
+    "parser",
+    "received_at",
+    "source_url",
+    "occurred_at",
+    "source_type",
+    "author_name",
+    "author_url",
+    "author_photo_url",
+    "author_email",
+    "author_phone",
+    "action",
+    "text",
+    "product",
+    "product_url",
+    "responsible",
+    "processed",
+    "processed_at",
+    "screenshot",
+    "reply_url",
+    "replied",
+)
+_REF = re.compile(r"^\s*(?:INT-?)?(\d+)\s*$", re.IGNORECASE)
+
+
+def open_database(settings: Settings) -> Database:
+    """The database of these settings, checked to have the schema this code needs (a new one is initialised)."""
+    database = Database(
+        settings.database_url,
+        busy_timeout=settings.database.busy_timeout.total_seconds(),
+        pool_size=settings.database.pool_size,
+    )
+    try:
+        check_schema(database)
+    except Exception:
+        database.dispose()
+        raise
+    return database
+
+
+def build_context(settings: Settings) -> PipelineContext:
+    """The pipeline's view of the settings: parsers, phone region, limits."""
+    return PipelineContext(
+        registry=load_registry(),
+        phone_region=settings.general.phone_region,
+        max_attempts=settings.limits.max_attempts,
+        batch_size=settings.limits.batch_size,
+    )
+
+
+# --- ingest -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestSummary:
+    """The one-line result of an ingest: how many messages were new, duplicates, and what they became."""
+
+    read: int = 0
+    duplicates: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        parts = [
+            f"{self.outcomes['card']} new cards",
+            f"{self.duplicates} duplicates",
+            f"{self.outcomes['skipped']} skipped",
+            f"{self.outcomes['quarantined']} quarantined",
+        ]
+        if self.outcomes["proof"]:
+            parts.append(f"{self.outcomes['proof']} reply proofs")
+        if self.errors:
+            parts.append(f"{len(self.errors)} unreadable files")
+        return f"{self.read} messages read: " + ", ".join(parts)
+
+
+def ingest_paths(
+    database: Database,
+    context: PipelineContext,
+    paths: Sequence[Path],
+    *,
+    max_message_bytes: int,
+    progress: Callable[[int], None] | None = None,
+) -> IngestSummary:
+    """Store and process the mail in .eml files, folders, mbox files and Maildirs; idempotent."""
+    path_list = list(paths)
+    check_paths(path_list)
+    summary = IngestSummary()
+    batch: list[store.RawItem] = []
+    oversized: list[tuple[store.RawItem, int]] = []
+
+    def flush() -> None:
+        if not batch and not oversized:
+            return
+        with database.session(write=True) as session:
+            new_ids = store.add_raw(session, batch)
+            summary.duplicates += len(batch) - len(new_ids)
+            for item, size in oversized:
+                reason = f"too large: {size} bytes (limit {max_message_bytes}); only the headers were kept"
+                if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is None:
+                    summary.duplicates += 1
+                else:
+                    summary.outcomes["quarantined"] += 1
+            session.commit()
+        batch.clear()
+        oversized.clear()
+        result = process_pending(database, context)
+        summary.outcomes.update(result.counts)
+
+    for message in iter_messages(path_list, max_bytes=max_message_bytes, errors=summary.errors):
+        summary.read += 1
+        key, digest = message_key(message.data, quick_message_id(message.data))
+        item = store.RawItem(origin=message.origin, data=message.data, message_id=key, content_hash=digest)
+        if message.truncated:
+            oversized.append((item, message.size))
+        else:
+            batch.append(item)
+        if len(batch) + len(oversized) >= context.batch_size:
+            flush()
+        if progress is not None:
+            progress(message.consumed)
+    flush()
+    return summary
+
+
+def process(database: Database, context: PipelineContext) -> ProcessSummary:
+    """Process whatever is stored and still new (what a poll does after fetching)."""
+    return process_pending(database, context)
+
+
+# --- reading cards ------------------------------------------------------------------------------------------
+
+
+def parse_ref(ref: str) -> int:
+    match = _REF.match(ref or "")
+    if not match:
+        raise UsageError(f"not a card reference: {ref!r} (expected INT-<number>)")
+    return int(match.group(1))
+
+
+def card_by_ref(session: Session, ref: str) -> Card:
+    number = parse_ref(ref)
+    card = store.get_card(session, number)
+    if card is None:
+        raise NotFoundError(f"no card INT-{number}")
+    return card
+
+
+def feed(session: Session, query: store.FeedFilter, *, limit: int = 50) -> list[Card]:
+    return store.feed(session, query, limit=limit)
+
+
+def card_history(session: Session, card: Card) -> list[Event]:
+    assert card.id is not None
+    return store.card_events(session, card.id)
+
+
+def card_record(card: Card) -> dict[str, Any]:
+    """A card with exactly the keys of card.schema.json (dates as ISO 8601 with offset, UTC)."""
+    record: dict[str, Any] = {}
+    for key in EXPORT_KEYS:
+        value = card.ref if key == "ref" else getattr(card, key)
+        record[key] = value.isoformat() if isinstance(value, datetime) else value
+    return record
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    return {
+        "at": event.at.isoformat(),
+        "kind": event.kind,
+        "actor": event.actor,
+        "manager": event.manager,
+        "detail": event.detail,
+    }
+
+
+# --- export -------------------------------------------------------------------------------------------------
+
+
+def export_cards(
+    session: Session, out: TextIO, *, fmt: str, since: datetime | None = None, until: datetime | None = None
+) -> int:
+    """Write the cards that occurred in [since, until) as json, jsonl or csv; returns how many."""
+    cards = store.iter_cards(session, since=since, until=until)
+    if fmt == "jsonl":
+        count = 0
+        for card in cards:
+            out.write(json.dumps(card_record(card), ensure_ascii=False) + "\n")
+            count += 1
+        return count
+    if fmt == "json":
+        out.write("[")
+        count = 0
+        for card in cards:
+            out.write(("," if count else "") + "\n  " + json.dumps(card_record(card), ensure_ascii=False))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+        return count
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=EXPORT_KEYS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        count = 0
+        for card in cards:
+            writer.writerow({key: csv_cell(value) for key, value in card_record(card).items()})
+            count += 1
+        return count
+    raise UsageError(f"unknown export format {fmt!r} (json, jsonl or csv)")
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The UTC instants where a calendar day in `zone` starts and ends."""
+    start = datetime.combine(day, time.min, tzinfo=zone)
+    return start, datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
+
+
+def parse_date_option(value: str | None, zone: ZoneInfo, *, end: bool = False) -> datetime | None:
+    """A --since/--until value: YYYY-MM-DD (a day in the configured zone) or a full ISO 8601 time."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            start, finish = day_bounds(date.fromisoformat(text), zone)
+            return finish if end else start
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"not a date: {value!r} (use YYYY-MM-DD or an ISO 8601 time)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+# --- messages that did not become cards ---------------------------------------------------------------------
+
+MAIL_STATUSES = ("new", "card", "skipped", "quarantined", "proof")
+
+
+def mail_list(session: Session, *, statuses: Iterable[str], limit: int = 50) -> list[RawMessage]:
+    chosen = list(statuses)
+    unknown = [s for s in chosen if s not in MAIL_STATUSES]
+    if unknown:
+        raise UsageError(f"unknown status {unknown[0]!r} (one of {', '.join(MAIL_STATUSES)})")
+    return store.list_raw(session, statuses=chosen, limit=limit)
+
+
+def mail_by_id(session: Session, raw_id: int) -> RawMessage:
+    raw = store.get_raw(session, raw_id)
+    if raw is None:
+        raise NotFoundError(f"no stored message {raw_id}")
+    return raw
+
+
+def mail_record(raw: RawMessage, *, card_ref: str | None = None) -> dict[str, Any]:
+    return {
+        "id": raw.id,
+        "status": raw.status,
+        "reason": raw.reason,
+        "message_id": raw.message_id,
+        "subject": raw.subject,
+        "sender": raw.sender,
+        "date": raw.date.isoformat() if raw.date else None,
+        "stored_at": raw.stored_at.isoformat(),
+        "origin": raw.origin,
+        "size": raw.size,
+        "parser": raw.parser,
+        "parser_version": raw.parser_version,
+        "attempts": raw.attempts,
+        "card": card_ref,
+        "raw_kept": raw.raw is not None,
+    }
+
+
+def mail_card_ref(session: Session, raw: RawMessage) -> str | None:
+    card = store.card_for_raw(session, raw.id) if raw.id is not None else None
+    return card.ref if card else None
+
+
+# --- reparse ------------------------------------------------------------------------------------------------
+
+
+def reparse(
+    database: Database,
+    context: PipelineContext,
+    *,
+    statuses: Sequence[str] = ("quarantined",),
+    refs: Sequence[str] = (),
+) -> ProcessSummary:
+    """Run stored messages through the current parsers again: the named ones (INT-n or message ids), else by status."""
+    with database.session() as session:
+        if refs:
+            raw_ids = [_raw_id_for(session, ref) for ref in refs]
+        else:
+            unknown = [s for s in statuses if s not in MAIL_STATUSES]
+            if unknown:
+                raise UsageError(f"unknown status {unknown[0]!r} (one of {', '.join(MAIL_STATUSES)})")
+            raw_ids = store.raw_ids_by_status(session, list(statuses))
+    return reprocess(database, context, raw_ids)
+
+
+def _raw_id_for(session: Session, ref: str) -> int:
+    text = ref.strip()
+    if text.upper().startswith("INT-"):
+        return card_by_ref(session, text).raw_message_id
+    if not text.isdigit():
+        raise UsageError(f"not a card reference or message id: {ref!r}")
+    return mail_by_id(session, int(text)).id or 0

@@ -1,0 +1,1 @@
+"""Where raw mail comes from: files (.eml, mbox, Maildir) and IMAP mailboxes."""

@@ -1,0 +1,328 @@
+"""The only module that writes SQL: raw messages, cards and their events, mailbox state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, literal, or_, select, tuple_, update
+from sqlmodel import Session
+
+from interestd.card import CardData
+from interestd.db import insert_ignoring_duplicates
+from interestd.models import Card, Event, RawMessage, UTCDateTime, utcnow
+
+CARD_FIELDS = (
+    "source_type",
+    "action",
+    "text",
+    "occurred_at",
+    "source_url",
+    "author_name",
+    "author_url",
+    "author_photo_url",
+    "author_email",
+    "author_phone",
+    "product",
+    "product_url",
+    "reply_url",
+    "subject",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RawItem:
+    """Raw bytes from a source, with where they came from (IMAP coordinates when from a mailbox)."""
+
+    origin: str
+    data: bytes
+    message_id: str
+    content_hash: str
+    mailbox: str | None = None
+    folder: str | None = None
+    uidvalidity: int | None = None
+    uid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRaw:
+    id: int
+    raw: bytes | None
+    attempts: int
+    size: int
+
+
+# --- raw messages -------------------------------------------------------------------------------------------
+
+
+def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None = None) -> list[int]:
+    """Store raw messages not seen before (by Message-ID / content); return the ids of the new rows."""
+    if not items:
+        return []
+    now = now or utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        rows.setdefault(
+            item.message_id,
+            {
+                "message_id": item.message_id,
+                "content_hash": item.content_hash,
+                "origin": item.origin,
+                "mailbox": item.mailbox,
+                "folder": item.folder,
+                "uidvalidity": item.uidvalidity,
+                "uid": item.uid,
+                "raw": item.data,
+                "size": len(item.data),
+                "stored_at": now,
+                "status": "new",
+                "attempts": 0,
+            },
+        )
+    dialect = session.get_bind().dialect.name
+    statement = insert_ignoring_duplicates(dialect, RawMessage.__table__).returning(RawMessage.__table__.c.id)
+    result = session.execute(statement, list(rows.values()))
+    return sorted(row[0] for row in result)
+
+
+def add_quarantined_raw(
+    session: Session, item: RawItem, reason: str, *, keep_bytes: bool, now: datetime | None = None
+) -> int | None:
+    """Store a message that will not be processed (too large, ...) straight as quarantined, with its reason."""
+    now = now or utcnow()
+    dialect = session.get_bind().dialect.name
+    statement = insert_ignoring_duplicates(dialect, RawMessage.__table__).returning(RawMessage.__table__.c.id)
+    row = session.execute(
+        statement,
+        [
+            {
+                "message_id": item.message_id,
+                "content_hash": item.content_hash,
+                "origin": item.origin,
+                "mailbox": item.mailbox,
+                "folder": item.folder,
+                "uidvalidity": item.uidvalidity,
+                "uid": item.uid,
+                "raw": item.data if keep_bytes else None,
+                "size": len(item.data),
+                "stored_at": now,
+                "status": "quarantined",
+                "reason": reason,
+                "attempts": 0,
+                "processed_at": now,
+            }
+        ],
+    ).first()
+    return row[0] if row else None
+
+
+def known_message_ids(session: Session, message_ids: Iterable[str]) -> set[str]:
+    ids = list(set(message_ids))
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        known.update(session.scalars(select(RawMessage.message_id).where(RawMessage.message_id.in_(chunk))))
+    return known
+
+
+def pending_raw(session: Session, *, limit: int, retried: bool | None = None) -> list[PendingRaw]:
+    """Messages waiting to be processed, oldest first; `retried` selects those a crash interrupted before."""
+    statement = select(RawMessage.id, RawMessage.raw, RawMessage.attempts, RawMessage.size).where(
+        RawMessage.status == "new"
+    )
+    if retried is True:
+        statement = statement.where(RawMessage.attempts > 0)
+    elif retried is False:
+        statement = statement.where(RawMessage.attempts == 0)
+    rows = session.execute(statement.order_by(RawMessage.id).limit(limit)).all()
+    return [PendingRaw(row.id, row.raw, row.attempts, row.size) for row in rows]
+
+
+def count_pending(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(RawMessage).where(RawMessage.status == "new")) or 0
+
+
+def bump_attempts(session: Session, raw_ids: Sequence[int]) -> None:
+    if raw_ids:
+        session.execute(update(RawMessage).where(RawMessage.id.in_(raw_ids)).values(attempts=RawMessage.attempts + 1))
+
+
+def set_raw_outcome(
+    session: Session,
+    raw_id: int,
+    *,
+    status: str,
+    reason: str | None,
+    parser: str | None = None,
+    parser_version: str | None = None,
+    meta: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status, "reason": reason, "processed_at": now or utcnow()}
+    if parser is not None:
+        values.update(parser=parser, parser_version=parser_version)
+    if meta:
+        values.update(meta)
+    session.execute(update(RawMessage).where(RawMessage.id == raw_id).values(**values))
+
+
+def get_raw(session: Session, raw_id: int) -> RawMessage | None:
+    return session.get(RawMessage, raw_id)
+
+
+def list_raw(session: Session, *, statuses: Sequence[str], limit: int) -> list[RawMessage]:
+    statement = select(RawMessage).where(RawMessage.status.in_(statuses)).order_by(RawMessage.id.desc()).limit(limit)
+    return list(session.scalars(statement))
+
+
+def raw_ids_by_status(session: Session, statuses: Sequence[str]) -> list[int]:
+    return list(session.scalars(select(RawMessage.id).where(RawMessage.status.in_(statuses)).order_by(RawMessage.id)))
+
+
+def raw_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(RawMessage.status, func.count()).group_by(RawMessage.status)).all()
+    return {status: count for status, count in rows}
+
+
+# --- cards --------------------------------------------------------------------------------------------------
+
+
+def card_for_raw(session: Session, raw_id: int) -> Card | None:
+    return session.scalars(select(Card).where(Card.raw_message_id == raw_id)).first()
+
+
+def add_card(
+    session: Session, *, raw_id: int, message_id: str, parser: str, data: CardData, now: datetime | None = None
+) -> Card:
+    now = now or utcnow()
+    card = Card(
+        raw_message_id=raw_id,
+        message_id=message_id,
+        parser=parser,
+        received_at=now,
+        updated_at=now,
+        notes="; ".join(data.notes) or None,
+        **{name: getattr(data, name) for name in CARD_FIELDS},
+    )
+    session.add(card)
+    session.flush()
+    add_event(session, card.id, "created", actor="pipeline", detail=f"parsed by {parser}", at=now)
+    return card
+
+
+def update_card_fields(
+    session: Session, card: Card, *, parser: str, data: CardData, now: datetime | None = None
+) -> list[str]:
+    """Refresh a card's parsed fields in place (assignment, processing and history untouched); return changes."""
+    now = now or utcnow()
+    changed = [name for name in CARD_FIELDS if getattr(card, name) != getattr(data, name)]
+    for name in changed:
+        setattr(card, name, getattr(data, name))
+    notes = "; ".join(data.notes) or None
+    if card.parser != parser or card.notes != notes:
+        card.parser, card.notes = parser, notes
+    if changed or session.is_modified(card):
+        card.updated_at = now
+        add_event(
+            session,
+            card.id,
+            "reparsed",
+            actor="pipeline",
+            detail=f"parsed again by {parser}: " + (", ".join(changed) if changed else "no field changed"),
+            at=now,
+        )
+    return changed
+
+
+def add_event(
+    session: Session,
+    card_id: int | None,
+    kind: str,
+    *,
+    actor: str | None = None,
+    manager: str | None = None,
+    detail: str | None = None,
+    data: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    assert card_id is not None
+    session.add(
+        Event(card_id=card_id, at=at or utcnow(), kind=kind, actor=actor, manager=manager, detail=detail, data=data)
+    )
+
+
+def get_card(session: Session, card_id: int) -> Card | None:
+    return session.get(Card, card_id)
+
+
+def card_events(session: Session, card_id: int) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.card_id == card_id).order_by(Event.at, Event.id)))
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    responsible: str | None = None
+    unclaimed: bool = False
+    source_type: str | None = None
+    product: str | None = None
+    include_processed: bool = True
+
+
+def feed(session: Session, query: FeedFilter, *, limit: int) -> list[Card]:
+    """Cards for the feed: unprocessed first, then newest first."""
+    statement = select(Card)
+    if query.responsible is not None:
+        statement = statement.where(Card.responsible == query.responsible)
+    if query.unclaimed:
+        statement = statement.where(Card.responsible.is_(None))
+    if query.source_type:
+        statement = statement.where(Card.source_type == query.source_type)
+    if query.product:
+        statement = statement.where(func.lower(Card.product) == query.product.lower())
+    if not query.include_processed:
+        statement = statement.where(Card.processed.is_(False))
+    statement = statement.order_by(Card.processed, Card.occurred_at.desc(), Card.id.desc()).limit(limit)
+    return list(session.scalars(statement))
+
+
+def iter_cards(
+    session: Session, *, since: datetime | None, until: datetime | None, chunk: int = 1000
+) -> Iterator[Card]:
+    """Cards that occurred in [since, until), oldest first, read in keyset pages so memory stays flat."""
+    last: tuple[datetime, int] | None = None
+    while True:
+        statement = select(Card)
+        if since is not None:
+            statement = statement.where(Card.occurred_at >= since)
+        if until is not None:
+            statement = statement.where(Card.occurred_at < until)
+        if last is not None:
+            statement = statement.where(
+                tuple_(Card.occurred_at, Card.id) > tuple_(literal(last[0], type_=UTCDateTime()), literal(last[1]))
+            )
+        rows = list(session.scalars(statement.order_by(Card.occurred_at, Card.id).limit(chunk)))
+        if not rows:
+            return
+        yield from rows
+        last = (rows[-1].occurred_at, rows[-1].id or 0)
+        session.expunge_all()
+
+
+def cards_by_author(
+    session: Session, *, url: str | None, email: str | None, phone: str | None, exclude_id: int | None = None
+) -> list[Card]:
+    conditions = []
+    if url:
+        conditions.append(Card.author_url == url)
+    if email:
+        conditions.append(Card.author_email == email)
+    if phone:
+        conditions.append(Card.author_phone == phone)
+    if not conditions:
+        return []
+    statement = select(Card).where(or_(*conditions))
+    if exclude_id is not None:
+        statement = statement.where(Card.id != exclude_id)
+    return list(session.scalars(statement.order_by(Card.id)))
