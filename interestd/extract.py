@@ -17,7 +17,9 @@ _URL = re.compile(r"https?://[^\s<>\"'«»]+[^\s<>\"'«».,;:!?)\]]")
 
 # A line that introduces the quoted message in a reply ("... wrote:", "... написал(а):").
 _QUOTE_HEADER = re.compile(
-    r"^.{0,300}?(?:wrote|написал\(а\)|написала|написал|пишет|schrieb|a écrit)\s*:\s*$"
+    r"^.{0,300}?(?:wrote|написал\(а\)|написала|написал|пишет|писали|schrieb|a écrit)\s*:\s*$"
+    # Gmail (ru) and Mail.ru put no verb in the attribution: "<date> <time>, Name <address>:"
+    r"|^.{0,120}\d{1,2}:\d{2}.{0,160}[<\[(]?[\w.+-]+@[\w-]+(?:\.[\w-]+)+[>\])]?\s*:\s*$"
     r"|^[ \t]*-{2,}\s*(?:Original Message|Исходное сообщение|Reply above this line|Ответ выше этой строки)\s*-{2,}\s*$"
     r"|^[ \t]*_{10,}\s*$",
     re.IGNORECASE | re.MULTILINE,
@@ -47,6 +49,40 @@ def find_phones(text: str) -> list[str]:
         if 7 <= len(digits) <= 15 and not re.fullmatch(r"(\d)\1+", digits):
             found.append(candidate)
     return found
+
+
+QUOTE_SELECTORS = (
+    "blockquote",
+    ".gmail_quote",
+    ".gmail_attr",
+    ".moz-cite-prefix",
+    ".yandex_quote",
+    "#appendonsend",
+    "#divRplyFwdMsg",
+    "#mail-app-auto-quote",
+    ".protonmail_quote",
+)
+
+
+def html_without_quotes(tree: object) -> str:
+    """Readable text of an HTML body with the quoted earlier messages (blockquote, Gmail/Outlook quote blocks) cut."""
+    import copy
+
+    from interestd.htmltext import tree_to_text
+
+    if tree is None:
+        return ""
+    root = copy.deepcopy(tree)
+    for selector in QUOTE_SELECTORS:
+        for element in root.cssselect(selector):  # type: ignore[attr-defined]
+            parent = element.getparent()
+            if parent is not None:
+                # Outlook's reply header starts a block that runs to the end: drop what follows it too.
+                if selector in ("#appendonsend", "#divRplyFwdMsg"):
+                    for sibling in list(element.itersiblings()):
+                        parent.remove(sibling)
+                element.drop_tree()
+    return tree_to_text(root)
 
 
 def split_reply(text: str) -> tuple[str, str]:

@@ -15,74 +15,28 @@ import lxml.html
 
 CELL_SEPARATOR = "\t"
 
-_BLOCK_TAGS = frozenset(
-    {
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "caption",
-        "center",
-        "dd",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "li",
-        "main",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "table",
-        "tbody",
-        "tfoot",
-        "thead",
-        "tr",
-        "ul",
-        "body",
-    }
+# Blocks start a new line; paragraph-like blocks also leave a blank line, as a browser's margins do.
+_PARAGRAPH_TAGS = frozenset("blockquote dl figure h1 h2 h3 h4 h5 h6 hr ol p pre table ul".split())
+_BLOCK_TAGS = _PARAGRAPH_TAGS | frozenset(
+    "address article aside body caption center dd div dt fieldset figcaption footer form header li main nav "
+    "section tbody tfoot thead tr".split()
 )
 _CELL_TAGS = frozenset({"td", "th"})
 _SKIPPED_TAGS = frozenset(
-    {
-        "script",
-        "style",
-        "head",
-        "title",
-        "noscript",
-        "template",
-        "svg",
-        "math",
-        "object",
-        "iframe",
-        "embed",
-        "applet",
-        "select",
-        "button",
-    }
+    "applet button embed head iframe math noscript object script select style svg template title".split()
 )
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u034f\u180e"), None)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_SOURCE_WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")  # insignificant in HTML (a no-break space is not)
 _BLANK_LINES = re.compile(r"\n{3,}")
 _BLOCK_MARK = "\x1e"
+_PARAGRAPH_MARK = "\x1c"
 _CELL_MARK = "\x1f"
 _BR_MARK = "\x1d"
+_BR_BEFORE_BLOCK = re.compile("\x1d(?= *[\x1e\x1c])")
+_BLOCK_RUN = re.compile(" *[\x1e\x1c][\x1e\x1c ]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +89,7 @@ def tree_to_text(root: Any) -> str:
                     pieces.append(element.tail)
                 continue
             if tag in _BLOCK_TAGS:
-                pieces.append(_BLOCK_MARK)
+                pieces.append(_PARAGRAPH_MARK if tag in _PARAGRAPH_TAGS else _BLOCK_MARK)
             elif tag == "br":
                 pieces.append(_BR_MARK)
             if element.text:
@@ -144,7 +98,7 @@ def tree_to_text(root: Any) -> str:
             if tag in _SKIPPED_TAGS:
                 continue
             if tag in _BLOCK_TAGS:
-                pieces.append(_BLOCK_MARK)
+                pieces.append(_PARAGRAPH_MARK if tag in _PARAGRAPH_TAGS else _BLOCK_MARK)
             elif tag in _CELL_TAGS:
                 pieces.append(_CELL_MARK)
             if element.tail:
@@ -155,9 +109,12 @@ def tree_to_text(root: Any) -> str:
 def normalise_text(text: str) -> str:
     """Collapse spaces, drop invisible characters, keep line and cell structure, trim blank lines."""
     text = text.translate(_INVISIBLE)
+    if _BLOCK_MARK in text or _PARAGRAPH_MARK in text or _BR_MARK in text:
+        text = _SOURCE_WHITESPACE.sub(" ", text)
+        text = _BR_BEFORE_BLOCK.sub("", text)
+        text = _BLOCK_RUN.sub(lambda run: "\n\n" if _PARAGRAPH_MARK in run.group() else "\n", text)
+        text = text.replace(_BR_MARK, "\n")
     text = _SPACES.sub(" ", text)
-    text = text.replace("\n", " ") if _BLOCK_MARK in text or _BR_MARK in text else text
-    text = text.replace(_BR_MARK, "\n").replace(_BLOCK_MARK, "\n")
     lines = []
     for line in text.split("\n"):
         cells = [cell.strip() for cell in line.split(_CELL_MARK)]

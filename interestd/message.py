@@ -421,9 +421,8 @@ def _parse_date(value: Any, defects: list[str]) -> datetime | None:
         return None
     if parsed is None:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    # The sender's own offset is kept: times written in the body (forwards, notifications) are in that zone.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _looks_like_stub(plain: str) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from interestd.card import CardDraft, mailto, normalise_email
-from interestd.extract import find_phones, split_reply
+from interestd.errors import ParseError
+from interestd.extract import find_phones, html_without_quotes, split_reply
 from interestd.message import Address, ParsedMessage
 
 
@@ -19,12 +20,14 @@ class PlainEmailParser:
 
     def parse(self, msg: ParsedMessage) -> CardDraft:
         author = _author(msg)
-        body, signature = split_reply(msg.text)
+        body, signature = split_reply(_own_text(msg))
         phones = find_phones(signature) or find_phones(body)
         missing = []
         if author is None or not author.email:
             missing.append("author_email")
         address = normalise_email(author.email) if author and author.email else None
+        if address is None and not body.strip():
+            raise ParseError("no sender address and no readable text: nothing to answer")
         return CardDraft(
             source_type="email",
             action="request",
@@ -36,6 +39,13 @@ class PlainEmailParser:
             reply_url=mailto(address, msg.subject) if address else None,
             missing=missing,
         )
+
+
+def _own_text(msg: ParsedMessage) -> str:
+    """The body without quoted earlier messages: the plain part, or the HTML with its quote blocks removed."""
+    if msg.text == msg.html_text and msg.html_tree is not None:
+        return html_without_quotes(msg.html_tree)
+    return msg.text
 
 
 def _author(msg: ParsedMessage) -> Address | None:

@@ -1,0 +1,184 @@
+"""Shared fixtures: an isolated environment, settings from TOML, and databases on SQLite and PostgreSQL.
+
+Servers the tests need (PostgreSQL here, Dovecot and SMTP in their own modules) may be missing on a
+developer's machine: the tests that need them are skipped there, but under CI=true a missing server fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from interestd.config import Settings, load_settings
+from interestd.db import Database, upgrade
+from interestd.pipeline import PipelineContext
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_URL = os.environ.get("INTERESTD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TABLES_IN_DELETE_ORDER = ("event", "card", "raw_message", "manager", "mailbox_state")
+
+
+def require_server(available: bool, what: str) -> None:
+    """Skip when a test server is missing, except under CI where that is a failure."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is not available, and under CI=true a missing server is a failure")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HOME and XDG dirs, and no INTERESTD_* variables from outside."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith("INTERESTD_") and name != "INTERESTD_TEST_PG_URL":
+            monkeypatch.delenv(name)
+    for name in ("STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
+    monkeypatch.setenv("TZ", "UTC")
+    return home
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- databases ----------------------------------------------------------------------------------------------
+
+_postgres_state: dict[str, object] = {}
+
+
+def _postgres_available() -> bool:
+    if "ok" not in _postgres_state:
+        try:
+            import psycopg
+
+            with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3):
+                _postgres_state["ok"] = True
+        except Exception as exc:
+            _postgres_state["ok"] = False
+            _postgres_state["error"] = str(exc)
+    return bool(_postgres_state["ok"])
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating once is much faster than per test)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    database.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[str]:
+    """A migrated schema of its own in the test database, dropped at the end of the session."""
+    require_server(_postgres_available(), f"PostgreSQL at {PG_URL} ({_postgres_state.get('error')})")
+    import psycopg
+
+    schema = f"interestd_test_{uuid.uuid4().hex[:10]}"
+    plain_url = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    database = Database(url)
+    upgrade(database)
+    database.dispose()
+    yield url
+    with psycopg.connect(plain_url, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _empty_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES_IN_DELETE_ORDER)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty, migrated database: each test runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "interestd.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_schema")
+    _empty_postgres(url)
+    return str(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """An empty migrated SQLite database (for tests about behaviour that does not depend on the engine)."""
+    path = tmp_path / "interestd.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+# --- the application bundle tests work with -----------------------------------------------------------------
+
+
+@dataclass
+class App:
+    """Settings, database and pipeline context, as the CLI builds them, for tests that call services."""
+
+    settings: Settings
+    database: Database
+    context: PipelineContext
+    config_path: Path
+
+    def session(self, write: bool = False):  # type: ignore[no-untyped-def]
+        return self.database.session(write=write)
+
+
+def make_app(tmp_path: Path, database_url: str, config: str = "") -> App:
+    from interestd.services import build_context, open_database
+
+    path = write_config(tmp_path / "config.toml", config)
+    settings = load_settings(path, environ={**os.environ, "INTERESTD_DATABASE_URL": database_url})
+    database = open_database(settings)
+    return App(settings, database, build_context(settings), path)
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[App]:
+    """The application on each engine, with default settings."""
+    application = make_app(tmp_path, database_url)
+    yield application
+    application.database.dispose()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path: Path, sqlite_url: str) -> Iterator[App]:
+    application = make_app(tmp_path, sqlite_url)
+    yield application
+    application.database.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI a run in which no test passed is a failure, whatever pytest thinks."""
+    if not IN_CI:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    passed = len(reporter.stats.get("passed", [])) if reporter else 0
+    if passed == 0 and exitstatus == 0:
+        session.exitstatus = 1

@@ -1,0 +1,158 @@
+"""ParsedMessage from raw bytes: charsets, RFC 2047, HTML-only bodies, forwards, broken mail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from interestd.charsets import decode_bytes
+from interestd.htmltext import html_to_text
+from interestd.message import decode_header, parse_raw, quick_message_id
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RUSSIAN = "Здравствуйте! Хочу заказать диван «Осло», серый. Ёлка, щётка, ЭЮЯ"
+
+
+def _letter(charset: str, declared: str | None, cte: str = "8bit", subject_charset: str | None = None) -> bytes:
+    import base64
+    import quopri
+
+    text = RUSSIAN.replace("«", '"').replace("»", '"') if charset == "koi8_r" else RUSSIAN
+    payload = text.encode(charset)
+    if cte == "base64":
+        payload = base64.encodebytes(payload)
+    elif cte == "quoted-printable":
+        payload = quopri.encodestring(payload)
+    subject_charset = subject_charset or charset
+    subject = "Заказ дивана".encode(subject_charset)
+    name = "Ирина Ульменко".encode(subject_charset)
+    label = {"cp1251": "windows-1251", "koi8_r": "koi8-r", "utf-8": "utf-8"}[subject_charset]
+    subject_word = f"=?{label}?B?{base64.b64encode(subject).decode()}?="
+    quoted_name = quopri.encodestring(name, header=True).decode().replace("=\n", "")
+    name_word = f"=?{label}?Q?{quoted_name}?="
+    content_type = f"text/plain; charset={declared}" if declared else "text/plain"
+    head = (
+        f"From: {name_word} <irina@example.ru>\r\nTo: shop@example.ru\r\nSubject: {subject_word}\r\n"
+        f"Date: Fri, 20 Nov 2026 10:15:00 +0300\r\nMessage-ID: <x1@example.ru>\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+    )
+    return head.encode("ascii") + payload
+
+
+@pytest.mark.parametrize(
+    ("charset", "declared", "cte"),
+    [
+        ("utf-8", "utf-8", "8bit"),
+        ("utf-8", "utf-8", "base64"),
+        ("cp1251", "windows-1251", "8bit"),
+        ("cp1251", "windows-1251", "quoted-printable"),
+        ("koi8_r", "koi8-r", "8bit"),
+        ("koi8_r", "koi8-r", "base64"),
+        # mislabelled and missing declarations, as real senders produce them
+        ("cp1251", "koi8-r", "8bit"),
+        ("koi8_r", "windows-1251", "8bit"),
+        ("utf-8", "windows-1251", "8bit"),
+        ("cp1251", "iso-8859-1", "8bit"),
+        ("cp1251", None, "8bit"),
+        ("utf-8", "uft-8", "quoted-printable"),
+        ("cp1251", "windows-1252x", "8bit"),
+    ],
+)
+def test_cyrillic_decodes_in_subject_sender_and_body(charset: str, declared: str | None, cte: str) -> None:
+    message = parse_raw(_letter(charset, declared, cte))
+    assert message.subject == "Заказ дивана"
+    assert message.sender is not None
+    assert message.sender.name == "Ирина Ульменко"
+    assert message.sender.email == "irina@example.ru"
+    expected = RUSSIAN.replace("«", '"').replace("»", '"') if charset == "koi8_r" else RUSSIAN
+    assert message.text == expected
+
+
+def test_raw_8bit_headers_are_decoded() -> None:
+    raw = "From: Пётр Иванов <petr@example.ru>\r\nSubject: Вопрос о доставке\r\n\r\ntext\r\n".encode("cp1251")
+    message = parse_raw(raw)
+    assert message.subject == "Вопрос о доставке"
+    assert message.sender is not None and message.sender.name == "Пётр Иванов"
+
+
+def test_encoded_words_split_inside_a_character_are_joined() -> None:
+    # A UTF-8 sequence cut between two encoded words, as some mailers fold long subjects.
+    data = "Доставка".encode()
+    first, second = data[:3], data[3:]
+    import base64
+
+    value = f"=?utf-8?B?{base64.b64encode(first).decode()}?= =?utf-8?B?{base64.b64encode(second).decode()}?="
+    assert decode_header(value) == "Доставка"
+
+
+def test_decode_bytes_prefers_valid_utf8_over_a_wrong_declaration() -> None:
+    assert decode_bytes("Привет, мир".encode(), "windows-1251") == "Привет, мир"
+    assert decode_bytes("café crème".encode("latin-1"), "iso-8859-1") == "café crème"
+
+
+def test_html_only_body_gives_clean_text() -> None:
+    html = (
+        "<html><head><style>p{color:red}</style><title>Заявка</title><script>alert(1)</script></head>"
+        "<body><h1>Новая заявка</h1><table><tr><td>Имя</td><td>Иван</td></tr>"
+        "<tr><td>Телефон</td><td>+7&nbsp;900&nbsp;123-45-67</td></tr></table>"
+        "<p>Первый абзац<br>со строкой</p><p onclick='x()'>Второй&nbsp;абзац &mdash; конец</p>"
+        "<div>Строка 1</div><div>Строка 2</div><!-- comment --></body></html>"
+    )
+    raw = (
+        "From: site@example.ru\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n" + html
+    ).encode()
+    message = parse_raw(raw)
+    assert message.plain is None
+    assert message.text == (
+        "Новая заявка\n\nИмя\tИван\nТелефон\t+7 900 123-45-67\n\nПервый абзац\nсо строкой\n\n"
+        "Второй абзац — конец\n\nСтрока 1\nСтрока 2"
+    )
+    assert "alert" not in message.text and "color" not in message.text and "Заявка" not in message.text
+
+
+def test_html_to_text_survives_nul_bytes_declarations_and_empty_documents() -> None:
+    assert html_to_text('<?xml version="1.0" encoding="utf-8"?><p>ok\x00</p>') == "ok"
+    assert html_to_text("   ") == ""
+    assert html_to_text("<!-- only a comment -->") == ""
+
+
+def test_inline_forward_gives_the_inner_author() -> None:
+    message = parse_raw((FIXTURES / "parsers/email/gmail-inline-forward.eml").read_bytes())
+    assert message.forward_kind == "inline"
+    original = message.original
+    assert original.sender is not None
+    assert (original.sender.name, original.sender.email) == ("Сергей Дронов", "s.dronov@gmail.com")
+    assert original.subject == "Вопрос по кухне"
+    assert original.date is not None and original.date.isoformat() == "2026-11-20T09:02:00+03:00"
+
+
+def test_attached_forward_gives_the_inner_author() -> None:
+    message = parse_raw((FIXTURES / "parsers/email/thunderbird-attached-forward-koi8r.eml").read_bytes())
+    assert message.forward_kind == "attached"
+    original = message.original
+    assert original.sender is not None and original.sender.email == "marina.k@mail.ru"
+    assert original.sender.name == "Марина К."
+    assert original.subject == "Заказ матраса"
+    assert "ортопедический матрас" in original.text
+
+
+def test_a_reply_quoting_an_outlook_block_is_not_taken_for_a_forward() -> None:
+    message = parse_raw((FIXTURES / "parsers/email/outlook-cp1251-signature-quote.eml").read_bytes())
+    assert message.forwarded is None
+    assert message.original is message
+
+
+def test_broken_message_parses_with_what_is_there() -> None:
+    raw = (FIXTURES / "mail/broken-truncated.eml").read_bytes()
+    message = parse_raw(raw)
+    assert message.sender is None
+    assert message.subject == "Заявка"
+    assert message.message_id is None
+
+
+def test_quick_message_id_reads_folded_headers_only() -> None:
+    raw = b"Subject: a\r\nMessage-ID:\r\n <abc@example.ru>\r\n\r\nMessage-ID: <body@x>\r\n"
+    assert quick_message_id(raw) == "<abc@example.ru>"
+    assert quick_message_id(b"Subject: a\r\n\r\nMessage-ID: <body@x>\r\n") is None
