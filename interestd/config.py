@@ -285,7 +285,8 @@ def _describe_validation_error(path: Path | None, exc: ValidationError) -> str:
         value = first.get("input")
         short = isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) < 80
         if short and repr(value) not in message:
-            message = f"{message} (got {value!r})"
+            shown = mask_url(value) if isinstance(value, str) else value
+            message = f"{message} (got {shown!r})"
     where = f"{path}: " if path else ""
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}{key}: {message}{more}"

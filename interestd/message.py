@@ -397,7 +397,7 @@ def _addresses(message: email.message.Message, name: str) -> tuple[Address, ...]
         return ()
     found = []
     for display, address in pairs:
-        display_name = _single_line(decode_header(display)).strip(" \"'") or None
+        display_name = _single_line(decode_header(display)).strip(' "') or None
         address = _decode_raw(address).strip() or None
         if address and "@" not in address:
             address = None

@@ -141,7 +141,9 @@ def ingest_paths(
     for message in iter_messages(path_list, max_bytes=max_message_bytes, errors=summary.errors):
         summary.read += 1
         key, digest = message_key(message.data, quick_message_id(message.data))
-        item = store.RawItem(origin=message.origin, data=message.data, message_id=key, content_hash=digest)
+        item = store.RawItem(
+            origin=message.origin, data=message.data, message_id=key, content_hash=digest, size=message.size
+        )
         if message.truncated:
             oversized.append((item, message.size))
         else:

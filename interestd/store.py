@@ -44,6 +44,11 @@ class RawItem:
     folder: str | None = None
     uidvalidity: int | None = None
     uid: int | None = None
+    size: int | None = None  # the real size when `data` holds only the first bytes of a too-large message
+
+    @property
+    def real_size(self) -> int:
+        return self.size if self.size is not None else len(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,7 @@ def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None 
                 "uidvalidity": item.uidvalidity,
                 "uid": item.uid,
                 "raw": item.data,
-                "size": len(item.data),
+                "size": item.real_size,
                 "stored_at": now,
                 "status": "new",
                 "attempts": 0,
@@ -106,7 +111,7 @@ def add_quarantined_raw(
                 "uidvalidity": item.uidvalidity,
                 "uid": item.uid,
                 "raw": item.data if keep_bytes else None,
-                "size": len(item.data),
+                "size": item.real_size,
                 "stored_at": now,
                 "status": "quarantined",
                 "reason": reason,

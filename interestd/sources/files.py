@@ -50,6 +50,7 @@ def total_size(paths: list[Path]) -> int:
     return sum(path.stat().st_size for path in _files(paths))
 
 
+MAIL_FILE_SUFFIXES = (".eml", ".mbox", ".mbx")  # in ordinary folders; a Maildir's files have no suffix
 HEAD_BYTES = 64 * 1024  # what is kept of a message over the size limit: enough for its headers
 
 
@@ -92,10 +93,13 @@ def _folder_files(folder: Path) -> Iterator[Path]:
                 yield from _folder_files(child)
         return
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") or is_maildir(Path(root) / d))
+        subfolders = [Path(root) / d for d in sorted(dirs) if not d.startswith(".")]
+        dirs[:] = [d.name for d in subfolders if not is_maildir(d)]
         for name in sorted(files):
-            if not name.startswith("."):
+            if name.lower().endswith(MAIL_FILE_SUFFIXES) and not name.startswith("."):
                 yield Path(root) / name
+        for maildir in (d for d in subfolders if is_maildir(d)):
+            yield from _folder_files(maildir)
 
 
 def is_maildir(folder: Path) -> bool:

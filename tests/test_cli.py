@@ -1,0 +1,135 @@
+"""CLI wiring: commands call the services, print tables or JSON, and map errors to one line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interestd.cli import main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    else:
+        code = 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def filled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    folder = tmp_path / "mail"
+    shutil.copytree(FIXTURES / "parsers" / "email", folder)
+    for case in (FIXTURES / "mail").glob("*.eml"):
+        shutil.copy(case, folder)
+    code, out, _ = run(capsys, "ingest", str(folder))
+    assert code == 0
+    assert out.strip() == "10 messages read: 5 new cards, 0 duplicates, 4 skipped, 1 quarantined"
+    return folder
+
+
+def test_ingest_twice_reports_duplicates(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "ingest", "--json", str(filled))
+    assert code == 0
+    assert json.loads(out) == {
+        "read": 10,
+        "duplicates": 10,
+        "cards": 0,
+        "skipped": 0,
+        "quarantined": 0,
+        "proofs": 0,
+        "errors": [],
+    }
+
+
+def test_feed_lists_cards_unprocessed_and_newest_first(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "feed")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split() == [
+        "ref",
+        "date",
+        "source",
+        "author",
+        "action",
+        "text",
+        "product",
+        "responsible",
+        "done",
+        "reply",
+    ]
+    assert len(lines) == 6 and "Елена Воронцова" in lines[1] and "Марина К." in lines[-1]
+    code, out, _ = run(capsys, "feed", "--json", "--limit", "2")
+    cards = json.loads(out)
+    assert [card["author_name"] for card in cards] == ["Елена Воронцова", "Павел Игнатьев"]
+
+
+def test_show_prints_the_card_and_its_history(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "feed", "--json")
+    ref = next(card["ref"] for card in json.loads(out) if card["author_name"] == "Сергей Дронов")
+    code, out, _ = run(capsys, "show", ref)
+    assert code == 0
+    assert out.startswith(f"{ref}  email request")
+    assert "reply:       mailto:s.dronov@gmail.com?subject=Re%3A" in out
+    assert "фасады на матовые" in out and "history:" in out and "created by pipeline" in out
+    code, out, _ = run(capsys, "show", ref.lower(), "--json")
+    shown = json.loads(out)
+    assert shown["ref"] == ref and shown["history"][0]["kind"] == "created"
+
+
+def test_unknown_card_is_one_line_and_exit_6(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "show", "INT-999")[0:3:2] == (6, "interestd: error: no card INT-999\n")
+    assert run(capsys, "show", "banana")[0:3:2] == (
+        2,
+        "interestd: error: not a card reference: 'banana' (expected INT-<number>)\n",
+    )
+
+
+def test_mail_list_and_show_explain_what_did_not_become_a_card(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "mail", "list", "--json")
+    rows = json.loads(out)
+    assert {row["status"] for row in rows} == {"skipped", "quarantined"} and len(rows) == 5
+    quarantined = next(row for row in rows if row["status"] == "quarantined")
+    assert quarantined["reason"] == "email: no sender address and no readable text: nothing to answer"
+    code, out, _ = run(capsys, "mail", "show", str(quarantined["id"]))
+    assert code == 0 and "status:         quarantined" in out
+    code, out, _ = run(capsys, "mail", "show", "999")
+    assert code == 6
+
+
+def test_export_and_reparse_commands(filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "cards.jsonl"
+    code, _, err = run(capsys, "export", "--format", "jsonl", "--output", str(target))
+    assert code == 0 and err.strip() == f"5 cards written to {target}"
+    assert len(target.read_text().splitlines()) == 5
+    assert run(capsys, "export", "--format", "xml")[0] == 2
+    code, out, _ = run(capsys, "reparse")
+    assert code == 0 and out.strip() == "1 messages reparsed: 0 cards, 0 skipped, 1 quarantined"
+
+
+def test_db_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert code == 0 and out.strip() == "database schema upgraded: empty -> 0001"
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert out.strip() == "database schema is up to date (0001)"
+    code, out, _ = run(capsys, "db", "current")
+    assert code == 0 and "schema:   0001" in out
+
+
+def test_help_and_python_dash_m(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "interestd", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("ingest", "feed", "show", "export", "reparse", "mail", "check-config", "db"):
+        assert command in result.stdout

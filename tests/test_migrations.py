@@ -1,0 +1,54 @@
+"""Schema migrations: the code's revision is alembic's head, models match migrations, old schemas are refused."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+import interestd.models  # noqa: F401
+from interestd.db import KNOWN_REVISIONS, SCHEMA_REVISION, Database, alembic_config, check_schema, upgrade
+from interestd.errors import SchemaError
+
+
+def test_schema_revision_is_the_head_of_the_migrations() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_current_head() == SCHEMA_REVISION
+    assert [rev.revision for rev in script.walk_revisions()][::-1] == list(KNOWN_REVISIONS)
+
+
+def test_migrations_build_exactly_the_models(database_url: str) -> None:
+    database = Database(database_url)
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, SQLModel.metadata)
+    database.dispose()
+    assert differences == []
+
+
+def test_upgrade_twice_changes_nothing(database_url: str) -> None:
+    database = Database(database_url)
+    before, after = upgrade(database)
+    assert before == after == SCHEMA_REVISION
+    database.dispose()
+
+
+def test_an_unknown_newer_schema_is_refused(database_url: str) -> None:
+    database = Database(database_url)
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(SchemaError, match="newer than this interestd knows"):
+        check_schema(database)
+    database.dispose()
+
+
+def test_a_new_empty_sqlite_database_is_initialised(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    database = Database(f"sqlite:///{tmp_path / 'sub' / 'new.db'}")
+    check_schema(database)
+    assert (tmp_path / "sub" / "new.db").stat().st_mode & 0o077 == 0  # readable by its owner only
+    with pytest.raises(SchemaError, match="database is empty"):
+        check_schema(Database(f"sqlite:///{tmp_path / 'other.db'}"), create_if_empty=False)
+    database.dispose()
