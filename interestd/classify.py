@@ -23,6 +23,13 @@ _BOUNCE_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 _BOUNCE_SENDERS = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon)@", re.IGNORECASE)
+# Domains that only ever send robot mail (social networks' notification systems); their mail is for the
+# notification parsers or nobody.
+_ROBOT_DOMAINS = re.compile(
+    r"(?:^|\.)(?:notify\.vk\.com|notify\.vk\.ru|vk\.com|vk\.ru|ok\.ru|odnoklassniki\.ru|facebookmail\.com|"
+    r"business\.facebook\.com|mail\.instagram\.com)$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,12 @@ def _auto_reply_reason(message: ParsedMessage) -> str | None:
 
 
 def _automated_reason(message: ParsedMessage) -> str | None:
+    sender = message.sender_email or ""
+    domain = sender.rpartition("@")[2]
+    if domain and _ROBOT_DOMAINS.search(domain):
+        return f"automated (notification robot {domain})"
+    if message.header("X-Facebook-Notify") or (message.header("Feedback-ID") or "").endswith(":Facebook"):
+        return "automated (Meta notification headers)"
     auto_submitted = (message.header("Auto-Submitted") or "").strip().lower()
     if auto_submitted and auto_submitted != "no":
         return f"automated (Auto-Submitted: {auto_submitted})"
@@ -101,4 +114,17 @@ def _automated_reason(message: ParsedMessage) -> str | None:
         return f"automated (Precedence: {precedence})"
     if message.header("List-Id") or message.header("List-Unsubscribe"):
         return "automated (mailing list headers)"
+    if (
+        sender
+        and is_robot_address(sender)
+        and not any(a.email and not is_robot_address(a.email) for a in message.reply_to)
+    ):
+        return f"automated (robot sender {sender}, no person in Reply-To)"
     return None
+
+
+def is_robot_address(address: str) -> bool:
+    """An address no person reads: noreply@, notify@, wordpress@, mailer-daemon@ and the like."""
+    from interestd.card import normalise_email
+
+    return "@" in address and normalise_email(address) is None

@@ -9,9 +9,6 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\s?\d{1,3}|8|7)?[\s\-.]?\(?\d{3,5}\)?[\s\-.]?\d{1,3}[\s\-.]?\d{2}[\s\-.]?\d{2}(?![\w])"
-)
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-zА-Яа-я]{2,}")
 _URL = re.compile(r"https?://[^\s<>\"'«»]+[^\s<>\"'«».,;:!?)\]]")
 
@@ -40,15 +37,18 @@ def find_emails(text: str) -> list[str]:
     return [match.group(0) for match in _EMAIL.finditer(text or "")]
 
 
-def find_phones(text: str) -> list[str]:
-    """Phone-like sequences (7 to 15 digits), in order; normalisation decides which are real numbers."""
-    found = []
-    for match in _PHONE.finditer(text or ""):
-        candidate = match.group(0).strip(" -.")
-        digits = re.sub(r"\D", "", candidate)
-        if 7 <= len(digits) <= 15 and not re.fullmatch(r"(\d)\1+", digits):
-            found.append(candidate)
-    return found
+def find_phones(text: str, region: str = "RU") -> list[str]:
+    """Phone numbers written in the text, as written, in order (valid numbers only: not order or tax numbers).
+
+    `region` reads numbers written without a country code (8 917 ..., (495) ...); the card's normalisation
+    later formats the number found with the configured region.
+    """
+    import phonenumbers
+
+    if not text or not any(ch.isdigit() for ch in text):
+        return []
+    matcher = phonenumbers.PhoneNumberMatcher(text[:20_000], region, leniency=phonenumbers.Leniency.VALID)
+    return [match.raw_string for match in matcher]
 
 
 QUOTE_SELECTORS = (

@@ -83,7 +83,7 @@ def tree_to_text(root: Any) -> str:
             continue
         tag = tag.lower()
         if action == "start":
-            if tag in _SKIPPED_TAGS:
+            if tag in _SKIPPED_TAGS or _hidden(element):
                 walker.skip_subtree()
                 if element.tail:
                     pieces.append(element.tail)
@@ -95,7 +95,7 @@ def tree_to_text(root: Any) -> str:
             if element.text:
                 pieces.append(element.text)
         else:
-            if tag in _SKIPPED_TAGS:
+            if tag in _SKIPPED_TAGS or _hidden(element):
                 continue
             if tag in _BLOCK_TAGS:
                 pieces.append(_PARAGRAPH_MARK if tag in _PARAGRAPH_TAGS else _BLOCK_MARK)
@@ -104,6 +104,16 @@ def tree_to_text(root: Any) -> str:
             if element.tail:
                 pieces.append(element.tail)
     return normalise_text("".join(pieces))
+
+
+def _hidden(element: Any) -> bool:
+    """Hidden from the reader (preheaders and the like): display:none, mso-hide:all, the hidden attribute."""
+    style = element.get("style")
+    if style and ("none" in style or "mso-hide" in style):
+        compact = style.replace(" ", "").lower()
+        if "display:none" in compact or "mso-hide:all" in compact:
+            return True
+    return element.get("hidden") is not None
 
 
 def normalise_text(text: str) -> str:

@@ -253,6 +253,8 @@ def _collect(root: email.message.Message, body: _Body, *, depth: int, defects: l
         is_body_text = content_type in ("text/plain", "text/html") and disposition != "attachment" and not filename
         if is_body_text:
             text = decode_bytes(_payload_bytes(part, defects), _charset(part))
+            if content_type == "text/plain" and _param(part, "format").lower() == "flowed":
+                text = unflow(text, delete_space=_param(part, "delsp").lower() == "yes")
             (body.plain if content_type == "text/plain" else body.html).append(text)
         elif content_type == "text/rfc822-headers" or content_type.startswith("message/"):
             raw = _payload_bytes(part, defects)
@@ -297,6 +299,40 @@ def _payload_bytes(part: email.message.Message, defects: list[str]) -> bytes:
         if name not in defects:
             defects.append(name)
     return data if isinstance(data, bytes) else b""
+
+
+def _param(part: email.message.Message, name: str) -> str:
+    try:
+        value = part.get_param(name)
+    except Exception:
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def unflow(text: str, *, delete_space: bool = False) -> str:
+    """Undo format=flowed (RFC 3676): lines ending in a space continue on the next line of the same quote depth."""
+    out: list[str] = []
+    current: str | None = None
+    current_depth = 0
+    for raw_line in text.replace("\r\n", "\n").split("\n"):
+        depth = len(raw_line) - len(raw_line.lstrip(">"))
+        line = raw_line[depth:]
+        if line.startswith(" "):  # space-stuffing
+            line = line[1:]
+        if current is not None and depth != current_depth:
+            out.append(">" * current_depth + current)
+            current = None
+        flowed = line.endswith(" ") and line.rstrip() != "--"
+        if flowed and delete_space:
+            line = line[:-1]
+        current = line if current is None else current + line
+        current_depth = depth
+        if not flowed:
+            out.append(">" * depth + current)
+            current = None
+    if current is not None:
+        out.append(">" * current_depth + current)
+    return "\n".join(out)
 
 
 def _charset(part: email.message.Message) -> str | None:

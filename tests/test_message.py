@@ -156,3 +156,26 @@ def test_quick_message_id_reads_folded_headers_only() -> None:
     raw = b"Subject: a\r\nMessage-ID:\r\n <abc@example.ru>\r\n\r\nMessage-ID: <body@x>\r\n"
     assert quick_message_id(raw) == "<abc@example.ru>"
     assert quick_message_id(b"Subject: a\r\n\r\nMessage-ID: <body@x>\r\n") is None
+
+
+def test_hidden_preheaders_are_not_text() -> None:
+    html = (
+        '<div style="display: none; max-height:0; mso-hide: all">Превью: Анна оставила комментарий</div>'
+        "<p>Анна оставила комментарий</p><span hidden>скрыто</span><p>Текст</p>"
+    )
+    assert html_to_text(html) == "Анна оставила комментарий\n\nТекст"
+
+
+def test_format_flowed_lines_are_joined() -> None:
+    raw = (
+        b"From: a@example.ru\r\nSubject: x\r\nContent-Type: text/plain; charset=utf-8; format=flowed\r\n\r\n"
+        b"This line was wrapped by the \r\nsender's client.\r\n> quoted and \r\n> wrapped\r\n-- \r\nsig\r\n"
+    )
+    assert parse_raw(raw).plain == "This line was wrapped by the sender's client.\n>quoted and wrapped\n-- \nsig\n"
+
+
+def test_find_phones_reads_international_and_local_numbers_but_not_order_numbers() -> None:
+    from interestd.extract import find_phones
+
+    text = "Звоните: +49 30 2589 4417 или 8 (917) 555-12-34; заказ №4812, ИНН 7701234567"
+    assert find_phones(text) == ["+49 30 2589 4417", "8 (917) 555-12-34"]
