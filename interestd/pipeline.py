@@ -158,13 +158,14 @@ def process_pending(
     evaluator: Evaluator = evaluate_serially,
     clock: Callable[[], datetime] = utcnow,
     limit: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> ProcessSummary:
     """Process every stored message with status `new`, in batches; returns what became of them."""
     summary = ProcessSummary()
     # Messages whose processing was interrupted before (the process died) go one at a time, so the one
     # that kills the process is isolated and quarantined after max_attempts instead of taking others along.
     for retried, batch_size in ((True, 1), (False, context.batch_size)):
-        while limit is None or sum(summary.counts.values()) < limit:
+        while (limit is None or sum(summary.counts.values()) < limit) and not should_stop():
             size = batch_size if limit is None else min(batch_size, limit - sum(summary.counts.values()))
             with database.session(write=True) as session:
                 rows = store.pending_raw(session, limit=size, retried=retried)
@@ -186,48 +187,51 @@ def _process_rows(
 ) -> ProcessSummary:
     summary = ProcessSummary()
     now = clock()
-    exhausted = [row for row in rows if row.attempts >= context.max_attempts]
-    live = [row for row in rows if row.attempts < context.max_attempts]
+    exhausted = [row for row in rows if row.status == "new" and row.attempts >= context.max_attempts]
+    live = [row for row in rows if row not in exhausted]
     outcomes = evaluator(live, context, now) if live else []
     with database.session(write=True) as session:
         for row in exhausted:
             reason = f"processing did not finish {row.attempts} times (the process died while handling it)"
-            store.set_raw_outcome(session, row.id, status="quarantined", reason=reason, now=now)
-            summary.counts["quarantined"] += 1
+            if store.set_raw_outcome(session, row.id, status="quarantined", reason=reason, now=now, only_if="new"):
+                summary.counts["quarantined"] += 1
         for row, outcome in zip(live, outcomes, strict=True):
-            status = apply_outcome(session, row.id, outcome, now=now)
-            summary.counts[status] += 1
-            if status == "card" and outcome.card is not None:
-                card = store.card_for_raw(session, row.id)
-                if card is not None and card.id is not None:
-                    summary.cards.append(card.id)
+            status = apply_outcome(session, row, outcome, now=now)
+            if status is not None:
+                summary.counts[status] += 1
         session.commit()
     return summary
 
 
-def apply_outcome(session: Any, raw_id: int, outcome: Outcome, *, now: datetime) -> str:
-    """Write one outcome in a savepoint; a database error here quarantines just this message. Returns the status."""
+def apply_outcome(session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime) -> str | None:
+    """Write one outcome in a savepoint; a database error quarantines just this message.
+
+    Returns the status written, or None when another process handled the message first.
+    """
     try:
         with session.begin_nested():
-            return _write_outcome(session, raw_id, outcome, now=now)
+            return _write_outcome(session, row, outcome, now=now)
     except Exception as exc:
-        log.error("message %s could not be stored: %s", raw_id, describe_error(exc))
+        log.error("message %s could not be stored: %s", row.id, describe_error(exc))
         with session.begin_nested():
-            store.set_raw_outcome(
-                session,
-                raw_id,
-                status="quarantined",
-                reason=f"could not be stored: {describe_error(exc)}"[:1000],
-                now=now,
-            )
-        return "quarantined"
+            reason = f"could not be stored: {describe_error(exc)}"[:1000]
+            if store.set_raw_outcome(session, row.id, status="quarantined", reason=reason, now=now, only_if=row.status):
+                return "quarantined"
+        return None
 
 
-def _write_outcome(session: Any, raw_id: int, outcome: Outcome, *, now: datetime) -> str:
+def _write_outcome(session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime) -> str | None:
+    # The status changes only if it is still what it was when the message was read: when two processes
+    # handle the same message, the second one's update touches no row and it writes nothing else.
     meta = {key: value for key, value in outcome.meta.items() if key in ("subject", "sender", "date")}
-    existing = store.card_for_raw(session, raw_id)
+    existing = store.card_for_raw(session, row.id)
     if existing is not None and (outcome.status != "card" or outcome.card is None):
         # Reparsing never takes a card away from the people working it: the card stays, the news is noted.
+        reason = f"reparse gave {outcome.status}: {outcome.reason}"
+        if not store.set_raw_outcome(
+            session, row.id, status="card", reason=reason, meta=meta, now=now, only_if=row.status
+        ):
+            return None
         store.add_event(
             session,
             existing.id,
@@ -236,45 +240,29 @@ def _write_outcome(session: Any, raw_id: int, outcome: Outcome, *, now: datetime
             detail=f"parsed again: now {outcome.status} ({outcome.reason}); card kept",
             at=now,
         )
-        store.set_raw_outcome(
-            session,
-            raw_id,
-            status="card",
-            reason=f"reparse gave {outcome.status}: {outcome.reason}",
-            meta=meta,
-            now=now,
-        )
         return "card"
-    if outcome.status != "card" or outcome.card is None:
-        store.set_raw_outcome(
-            session,
-            raw_id,
-            status=outcome.status,
-            reason=outcome.reason,
-            parser=outcome.parser,
-            parser_version=outcome.parser_version,
-            meta=meta,
-            now=now,
-        )
-        return outcome.status
-    raw = store.get_raw(session, raw_id)
-    assert raw is not None and outcome.parser is not None
-    if existing is None:
-        store.add_card(
-            session, raw_id=raw_id, message_id=raw.message_id, parser=outcome.parser, data=outcome.card, now=now
-        )
-    else:
-        store.update_card_fields(session, existing, parser=outcome.parser, data=outcome.card, now=now)
-    store.set_raw_outcome(
+    if not store.set_raw_outcome(
         session,
-        raw_id,
-        status="card",
+        row.id,
+        status=outcome.status,
         reason=outcome.reason,
         parser=outcome.parser,
         parser_version=outcome.parser_version,
         meta=meta,
         now=now,
-    )
+        only_if=row.status,
+    ):
+        return None
+    if outcome.status != "card" or outcome.card is None or outcome.parser is None:
+        return outcome.status
+    if existing is None:
+        raw = store.get_raw(session, row.id)
+        assert raw is not None
+        store.add_card(
+            session, raw_id=row.id, message_id=raw.message_id, parser=outcome.parser, data=outcome.card, now=now
+        )
+    else:
+        store.update_card_fields(session, existing, parser=outcome.parser, data=outcome.card, now=now)
     return "card"
 
 
@@ -292,7 +280,7 @@ def reprocess(
         chunk = raw_ids[start : start + context.batch_size]
         with database.session() as session:
             rows = [
-                store.PendingRaw(raw.id, raw.raw, 0, raw.size)
+                store.PendingRaw(raw.id, raw.raw, 0, raw.size, raw.status)
                 for raw in (store.get_raw(session, raw_id) for raw_id in chunk)
                 if raw is not None and raw.id
             ]

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, tuple_, update
+from sqlalchemy import delete, func, literal, or_, select, tuple_, update
 from sqlmodel import Session
 
 from interestd.card import CardData
 from interestd.db import insert_ignoring_duplicates
-from interestd.models import Card, Event, RawMessage, UTCDateTime, utcnow
+from interestd.models import Card, Event, MailboxState, PendingAction, RawMessage, UTCDateTime, utcnow
 
 CARD_FIELDS = (
     "source_type",
@@ -53,10 +53,13 @@ class RawItem:
 
 @dataclass(frozen=True, slots=True)
 class PendingRaw:
+    """A stored message about to be (re)processed, and the status it had when read (for optimistic updates)."""
+
     id: int
     raw: bytes | None
     attempts: int
     size: int
+    status: str = "new"
 
 
 # --- raw messages -------------------------------------------------------------------------------------------
@@ -164,13 +167,18 @@ def set_raw_outcome(
     parser_version: str | None = None,
     meta: dict[str, Any] | None = None,
     now: datetime | None = None,
-) -> None:
+    only_if: str | None = None,
+) -> bool:
+    """Set a message's outcome; with `only_if`, only while its status is still that (False: someone was first)."""
     values: dict[str, Any] = {"status": status, "reason": reason, "processed_at": now or utcnow()}
     if parser is not None:
         values.update(parser=parser, parser_version=parser_version)
     if meta:
         values.update(meta)
-    session.execute(update(RawMessage).where(RawMessage.id == raw_id).values(**values))
+    statement = update(RawMessage).where(RawMessage.id == raw_id)
+    if only_if is not None:
+        statement = statement.where(RawMessage.status == only_if)
+    return bool(session.execute(statement.values(**values)).rowcount)
 
 
 def get_raw(session: Session, raw_id: int) -> RawMessage | None:
@@ -315,6 +323,15 @@ def iter_cards(
         session.expunge_all()
 
 
+def count_cards(session: Session, *, processed: bool | None = None, unassigned: bool = False) -> int:
+    statement = select(func.count()).select_from(Card)
+    if processed is not None:
+        statement = statement.where(Card.processed.is_(processed))
+    if unassigned:
+        statement = statement.where(Card.responsible.is_(None))
+    return session.scalar(statement) or 0
+
+
 def cards_by_author(
     session: Session, *, url: str | None, email: str | None, phone: str | None, exclude_id: int | None = None
 ) -> list[Card]:
@@ -331,3 +348,105 @@ def cards_by_author(
     if exclude_id is not None:
         statement = statement.where(Card.id != exclude_id)
     return list(session.scalars(statement.order_by(Card.id)))
+
+
+# --- mailbox state and owed post-actions --------------------------------------------------------------------
+
+
+def folder_state(session: Session, mailbox: str, folder: str) -> MailboxState | None:
+    return session.get(MailboxState, (mailbox, folder))
+
+
+def all_folder_states(session: Session) -> list[MailboxState]:
+    return list(session.scalars(select(MailboxState).order_by(MailboxState.mailbox, MailboxState.folder)))
+
+
+def save_folder_position(session: Session, mailbox: str, folder: str, *, uidvalidity: int, last_uid: int) -> None:
+    """Remember how far a folder has been stored; committed together with the messages it covers."""
+    state = session.get(MailboxState, (mailbox, folder))
+    if state is None:
+        session.add(MailboxState(mailbox=mailbox, folder=folder, uidvalidity=uidvalidity, last_uid=last_uid))
+    else:
+        state.uidvalidity, state.last_uid = uidvalidity, last_uid
+    session.flush()
+
+
+def record_poll(session: Session, mailbox: str, folder: str, *, at: datetime, error: str | None) -> None:
+    """Note a poll attempt of a folder: success (error None) or the one-line error."""
+    state = session.get(MailboxState, (mailbox, folder))
+    if state is None:
+        state = MailboxState(mailbox=mailbox, folder=folder, last_uid=0)
+        session.add(state)
+    state.last_poll_at = at
+    if error is None:
+        state.last_success_at = at
+    else:
+        state.last_error, state.last_error_at = error[:2000], at
+    session.flush()
+
+
+def add_pending_actions(
+    session: Session,
+    mailbox: str,
+    folder: str,
+    uidvalidity: int,
+    uids: Sequence[int],
+    action: str,
+    *,
+    now: datetime | None = None,
+) -> None:
+    if not uids or action == "none":
+        return
+    now = now or utcnow()
+    dialect = session.get_bind().dialect.name
+    session.execute(
+        insert_ignoring_duplicates(dialect, PendingAction.__table__),
+        [
+            {
+                "mailbox": mailbox,
+                "folder": folder,
+                "uidvalidity": uidvalidity,
+                "uid": uid,
+                "action": action,
+                "created_at": now,
+            }
+            for uid in uids
+        ],
+    )
+
+
+def pending_actions(session: Session, mailbox: str, folder: str, uidvalidity: int) -> dict[str, list[int]]:
+    """UIDs still owed a post-action in a folder, by action."""
+    rows = session.execute(
+        select(PendingAction.action, PendingAction.uid)
+        .where(
+            PendingAction.mailbox == mailbox, PendingAction.folder == folder, PendingAction.uidvalidity == uidvalidity
+        )
+        .order_by(PendingAction.uid)
+    ).all()
+    owed: dict[str, list[int]] = {}
+    for action, uid in rows:
+        owed.setdefault(action, []).append(uid)
+    return owed
+
+
+def clear_pending_actions(session: Session, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]) -> None:
+    """Forget post-actions that have been done."""
+    session.execute(
+        delete(PendingAction).where(
+            PendingAction.mailbox == mailbox,
+            PendingAction.folder == folder,
+            PendingAction.uidvalidity == uidvalidity,
+            PendingAction.uid.in_(list(uids)),
+        )
+    )
+
+
+def drop_stale_pending_actions(session: Session, mailbox: str, folder: str, uidvalidity: int) -> int:
+    """Forget post-actions owed under an older UIDVALIDITY: those UIDs no longer name the same messages."""
+    result = session.execute(
+        delete(PendingAction).where(
+            PendingAction.mailbox == mailbox, PendingAction.folder == folder, PendingAction.uidvalidity != uidvalidity
+        )
+    )
+    return result.rowcount or 0

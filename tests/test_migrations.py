@@ -40,9 +40,13 @@ def test_an_unknown_newer_schema_is_refused(database_url: str) -> None:
     database = Database(database_url)
     with database.engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    with pytest.raises(SchemaError, match="newer than this interestd knows"):
-        check_schema(database)
-    database.dispose()
+    try:
+        with pytest.raises(SchemaError, match="newer than this interestd knows"):
+            check_schema(database)
+    finally:
+        with database.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": SCHEMA_REVISION})
+        database.dispose()
 
 
 def test_a_new_empty_sqlite_database_is_initialised(tmp_path) -> None:  # type: ignore[no-untyped-def]
