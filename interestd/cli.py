@@ -238,6 +238,178 @@ def reparse(
     )
 
 
+# --- the mailbox and the daemon -------------------------------------------------------------------------
+
+
+@app.command()
+def poll(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Poll every folder of every mailbox once, then exit.")] = True,
+    mailbox: Annotated[
+        list[str] | None, typer.Option("--mailbox", "-m", help="Only this mailbox (repeatable).")
+    ] = None,
+) -> None:
+    """Fetch new mail from the IMAP mailbox(es) once and process it: what the daemon's poll job does."""
+    from interestd.services import poll_once
+
+    state = _state(ctx)
+    results = poll_once(state.settings(), state.database(), state.context(), mailbox or [])
+    failed = False
+    for result in results:
+        counts = result.processed.counts
+        folders = ", ".join(
+            f"{f.folder}: {f.new} new"
+            + (" (first poll)" if f.first_run else "")
+            + (" (UIDVALIDITY changed, rescanned)" if f.rescanned else "")
+            for f in result.folders
+        )
+        if result.error:
+            failed = True
+            typer.echo(f"{result.mailbox}: failed: {result.error}", err=True)
+        typer.echo(
+            f"{result.mailbox}: {result.fetched} fetched ({folders or 'no folder read'}); "
+            f"{counts['card']} cards, {counts['skipped']} skipped, {counts['quarantined']} quarantined"
+            + (f", {counts['proof']} reply proofs" if counts["proof"] else "")
+        )
+    if failed:
+        raise typer.Exit(3)
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """Run the daemon in the foreground (for systemd): poll on schedule, IDLE, nightly report; SIGHUP reloads."""
+    from interestd.config import load_settings
+    from interestd.scheduler import Daemon
+    from interestd.services import build_context, configured_mailboxes, open_database
+
+    state = _state(ctx)
+    settings = state.settings()
+    configured_mailboxes(settings)
+    daemon = Daemon(
+        settings,
+        open_database=open_database,
+        build_context=build_context,
+        reload_settings=lambda: load_settings(state.config_path),
+    )
+    raise typer.Exit(daemon.run())
+
+
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option("--since", help="Import mail received on or after this date (YYYY-MM-DD).")],
+    mailbox: Annotated[
+        list[str] | None, typer.Option("--mailbox", "-m", help="Only this mailbox (repeatable).")
+    ] = None,
+) -> None:
+    """Import older mail on purpose (the first poll only takes mail from then on); known messages are skipped."""
+    from datetime import date
+
+    from interestd.services import backfill as backfill_service
+
+    try:
+        day = date.fromisoformat(since)
+    except ValueError:
+        raise UsageError(f"not a date: {since!r} (use YYYY-MM-DD)") from None
+    state = _state(ctx)
+    progress = None
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=_console(stderr=True),
+            transient=True,
+        )
+        tasks: dict[str, Any] = {}
+        bar.start()
+        state.cleanup.append(bar.stop)
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"backfill {name}", total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+    try:
+        results = backfill_service(
+            state.settings(), state.database(), state.context(), since=day, names=mailbox or [], progress=progress
+        )
+    finally:
+        for stop in state.cleanup:
+            stop()
+        state.cleanup.clear()
+    counts = results[-1].processed.counts if results else {}
+    fetched = sum(r.fetched for r in results)
+    new = sum(r.new for r in results)
+    typer.echo(
+        f"{fetched} messages since {day}: {new} new, {fetched - new} already stored; "
+        f"{counts.get('card', 0)} cards, {counts.get('skipped', 0)} skipped, "
+        f"{counts.get('quarantined', 0)} quarantined"
+    )
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Last successful poll, last error, counts and backlog; exits 8 when a mailbox's last success is too old."""
+    from interestd.services import status as status_service
+
+    state = _state(ctx)
+    settings = state.settings()
+    with state.database().session() as session:
+        report = status_service(settings, session)
+    if as_json:
+        _print_json(
+            {
+                "healthy": report.healthy,
+                "problems": report.problems,
+                "messages": report.counts,
+                "unprocessed_cards": report.unprocessed_cards,
+                "unassigned_cards": report.unassigned_cards,
+                "pending_messages": report.pending_messages,
+                "folders": [
+                    {
+                        "mailbox": f.mailbox,
+                        "folder": f.folder,
+                        "last_poll_at": f.last_poll_at,
+                        "last_success_at": f.last_success_at,
+                        "last_error": f.last_error,
+                        "last_error_at": f.last_error_at,
+                        "last_uid": f.last_uid,
+                        "healthy": f.healthy,
+                    }
+                    for f in report.folders
+                ],
+            }
+        )
+    else:
+        from interestd.safety import terminal_text
+
+        for folder in report.folders:
+            mark = "ok " if folder.healthy else "BAD"
+            success = _local(folder.last_success_at, settings) or "never"
+            polled = _local(folder.last_poll_at, settings) or "never"
+            line = f"{mark} {folder.mailbox}/{folder.folder}: last success {success}, last poll {polled}"
+            if folder.last_error:
+                line += f"; last error {_local(folder.last_error_at, settings)}: {folder.last_error}"
+            typer.echo(terminal_text(line))
+        counts = ", ".join(f"{count} {name}" for name, count in sorted(report.counts.items())) or "none"
+        typer.echo(f"messages: {counts}")
+        typer.echo(
+            f"backlog: {report.unprocessed_cards} unprocessed cards ({report.unassigned_cards} unassigned), "
+            f"{report.pending_messages} messages waiting to be processed"
+        )
+    if not report.healthy:
+        for problem in report.problems:
+            typer.echo(f"interestd: unhealthy: {problem}", err=True)
+        raise typer.Exit(8)
+
+
 # --- reading the queue --------------------------------------------------------------------------------------
 
 

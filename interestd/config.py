@@ -20,6 +20,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from interestd.errors import ConfigError
@@ -122,12 +123,113 @@ class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_POST_ACTION = re.compile(r"^(?:none|seen|flag|keyword:[A-Za-z0-9_$.-]{1,64}|move:.+)$")
+_SINCE = re.compile(r"^(?:now|all|\d{4}-\d{2}-\d{2})$")
+_MAILBOX_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in LOOPBACK_HOSTS or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class MailboxSettings(Section):
+    """One IMAP mailbox: the single [imap] table, or one of [[mailboxes]]."""
+
+    name: str = "default"
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["ssl", "starttls", "none"] = "ssl"
+    verify: bool = True
+    ca_file: Path | None = None
+    user: str
+    password_env: str | None = None
+    password_file: Path | None = None
+    folders: list[str] = Field(default_factory=lambda: ["INBOX"], min_length=1)
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    since: str = "now"
+    interval: Duration = timedelta(seconds=60)
+    idle: bool = False
+    idle_timeout: Duration = timedelta(minutes=25)
+    timeout: Duration = timedelta(seconds=30)
+    post_action: str = "none"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _MAILBOX_NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' and '-' only")
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _since(cls, value: str) -> str:
+        if not _SINCE.match(value):
+            raise ValueError('expected "now", "all" or a date YYYY-MM-DD')
+        if value[0].isdigit():
+            from datetime import date
+
+            date.fromisoformat(value)
+        return value
+
+    @field_validator("post_action")
+    @classmethod
+    def _post_action(cls, value: str) -> str:
+        if not _POST_ACTION.match(value):
+            raise ValueError('expected "none", "seen", "flag", "keyword:NAME" or "move:FOLDER"')
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("the poll interval must be at least 1s")
+        return value
+
+    @field_validator("idle_timeout")
+    @classmethod
+    def _idle_timeout(cls, value: timedelta) -> timedelta:
+        if not 1 <= value.total_seconds() <= 29 * 60:
+            raise ValueError("IDLE must be renewed within 29 minutes (RFC 2177)")
+        return value
+
+    @model_validator(mode="after")
+    def _plain_only_on_loopback(self) -> MailboxSettings:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(
+                f'security = "none" sends the password in clear: refused for {self.host}, which is '
+                "not a loopback address (use ssl or starttls)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _has_password(self) -> MailboxSettings:
+        if not self.password_env and not self.password_file:
+            raise ValueError("set password_env or password_file for the IMAP login")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 993 if self.security == "ssl" else 143
+
+
 class Settings(Section):
     general: GeneralSettings = GeneralSettings()
     database: DatabaseSettings = DatabaseSettings()
     paths: PathsSettings = PathsSettings()
     limits: LimitsSettings = LimitsSettings()
     logging: LoggingSettings = LoggingSettings()
+    imap: MailboxSettings | None = None
+    mailboxes: list[MailboxSettings] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
     _data_dir: Path = PrivateAttr(default=Path("."))
@@ -163,6 +265,29 @@ class Settings(Section):
     def secret(self, name: str) -> str | None:
         """A resolved secret by its dotted key (e.g. "imap.password"), or None when none is configured."""
         return self._secrets.get(name)
+
+    def all_mailboxes(self) -> list[MailboxSettings]:
+        """The [imap] mailbox (if any) and every [[mailboxes]] entry."""
+        return ([self.imap] if self.imap is not None else []) + list(self.mailboxes)
+
+    def mailbox(self, name: str) -> MailboxSettings | None:
+        return next((m for m in self.all_mailboxes() if m.name == name), None)
+
+    def mailbox_password(self, mailbox: MailboxSettings) -> str | None:
+        if self.imap is mailbox:
+            return self.secret("imap.password")
+        for index, candidate in enumerate(self.mailboxes):
+            if candidate is mailbox:
+                return self.secret(f"mailboxes[{index + 1}].password")
+        return None
+
+    @model_validator(mode="after")
+    def _unique_mailbox_names(self) -> Settings:
+        names = [m.name for m in self.all_mailboxes()]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise ValueError(f"two mailboxes are named {duplicate!r}: give each [[mailboxes]] entry its own name")
+        return self
 
 
 def resolve_zone(name: str) -> ZoneInfo:

@@ -167,3 +167,18 @@ class MailboxState(SQLModel, table=True):
     last_success_at: datetime | None = _time()
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     last_error_at: datetime | None = _time()
+
+
+class PendingAction(SQLModel, table=True):
+    """A post-action (seen, flag, keyword, move) owed to a message already stored; done after the commit."""
+
+    __tablename__ = "pending_action"
+    __table_args__ = (UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_pending_action_uid"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=200)
+    folder: str = Field(max_length=500)
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    action: str = Field(max_length=600)
+    created_at: datetime = _time(nullable=False)

@@ -20,7 +20,7 @@ from interestd.config import Settings
 from interestd.db import Database, check_schema
 from interestd.errors import NotFoundError, UsageError
 from interestd.message import message_key, quick_message_id
-from interestd.models import Card, Event, RawMessage
+from interestd.models import Card, Event, RawMessage, utcnow
 from interestd.pipeline import PipelineContext, ProcessSummary, process_pending, reprocess
 from interestd.registry import load_registry
 from interestd.safety import csv_cell
@@ -335,3 +335,140 @@ def _raw_id_for(session: Session, ref: str) -> int:
     if not text.isdigit():
         raise UsageError(f"not a card reference or message id: {ref!r}")
     return mail_by_id(session, int(text)).id or 0
+
+
+# --- mailboxes ----------------------------------------------------------------------------------------------
+
+
+def configured_mailboxes(settings: Settings, names: Sequence[str] = ()) -> list[Any]:
+    """The mailboxes to work on: all configured ones, or those named; a clear error when there are none."""
+    mailboxes = settings.all_mailboxes()
+    if not mailboxes:
+        raise UsageError("no mailbox is configured: add an [imap] section to the config (see config.example.toml)")
+    if names:
+        unknown = [name for name in names if settings.mailbox(name) is None]
+        if unknown:
+            raise NotFoundError(f"no mailbox named {unknown[0]!r} (configured: {', '.join(m.name for m in mailboxes)})")
+        mailboxes = [m for m in mailboxes if m.name in names]
+    return mailboxes
+
+
+def poll_once(settings: Settings, database: Database, context: PipelineContext, names: Sequence[str] = ()) -> list[Any]:
+    """One poll of every folder of every mailbox, then processing: exactly what the daemon's poll job does."""
+    from interestd.polling import poll_mailbox
+
+    results = []
+    for mailbox in configured_mailboxes(settings, names):
+        results.append(
+            poll_mailbox(
+                database,
+                context,
+                mailbox,
+                settings.mailbox_password(mailbox),
+                max_message_bytes=settings.limits.max_message_bytes,
+            )
+        )
+    return results
+
+
+def backfill(
+    settings: Settings,
+    database: Database,
+    context: PipelineContext,
+    *,
+    since: date,
+    names: Sequence[str] = (),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Any]:
+    """Import history since a date from every folder of the mailboxes, then process it."""
+    from interestd.polling import backfill_mailbox
+
+    results = []
+    for mailbox in configured_mailboxes(settings, names):
+
+        def report(done: int, total: int, name: str = mailbox.name) -> None:
+            if progress is not None:
+                progress(name, done, total)
+
+        results.append(
+            backfill_mailbox(
+                database,
+                mailbox,
+                settings.mailbox_password(mailbox),
+                since=since,
+                max_message_bytes=settings.limits.max_message_bytes,
+                progress=report,
+            )
+        )
+    summary = process_pending(database, context)
+    if results:
+        results[-1].processed = summary
+    return results
+
+
+@dataclass
+class FolderHealth:
+    mailbox: str
+    folder: str
+    last_poll_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    last_uid: int
+    healthy: bool
+
+
+@dataclass
+class StatusReport:
+    """What `interestd status` shows: per-folder poll health, message counts, backlog; `healthy` for monitors."""
+
+    folders: list[FolderHealth]
+    counts: dict[str, int]
+    unprocessed_cards: int
+    unassigned_cards: int
+    pending_messages: int
+    healthy: bool
+    problems: list[str]
+
+
+def status(settings: Settings, session: Session, *, now: datetime | None = None) -> StatusReport:
+    """Health of the daemon as recorded in the database: unhealthy when a mailbox's last success is too old."""
+    now = now or utcnow()
+    states = {(s.mailbox, s.folder): s for s in store.all_folder_states(session)}
+    folders, problems = [], []
+    for mailbox in settings.all_mailboxes():
+        limit = mailbox.interval * 3
+        for folder in mailbox.folders:
+            state = states.get((mailbox.name, folder))
+            success = state.last_success_at if state else None
+            healthy = success is not None and now - success <= limit
+            if not healthy:
+                when = f"last successful poll {success.isoformat(timespec='seconds')}" if success else "never polled"
+                error = f": {state.last_error}" if state and state.last_error else ""
+                problems.append(
+                    f"{mailbox.name}/{folder}: {when}, more than 3 intervals ({limit}) ago{error}"
+                    if success
+                    else f"{mailbox.name}/{folder}: {when}{error}"
+                )
+            folders.append(
+                FolderHealth(
+                    mailbox.name,
+                    folder,
+                    state.last_poll_at if state else None,
+                    success,
+                    state.last_error if state else None,
+                    state.last_error_at if state else None,
+                    state.last_uid if state else 0,
+                    healthy,
+                )
+            )
+    counts = store.raw_counts(session)
+    return StatusReport(
+        folders=folders,
+        counts=counts,
+        unprocessed_cards=store.count_cards(session, processed=False),
+        unassigned_cards=store.count_cards(session, processed=False, unassigned=True),
+        pending_messages=counts.get("new", 0),
+        healthy=not problems,
+        problems=problems,
+    )

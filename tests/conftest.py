@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("INTERESTD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TABLES_IN_DELETE_ORDER = ("event", "card", "raw_message", "manager", "mailbox_state")
 
 
 def require_server(available: bool, what: str) -> None:
@@ -107,10 +106,14 @@ def postgres_schema() -> Iterator[str]:
 
 def _empty_postgres(url: str) -> None:
     from sqlalchemy import create_engine, text
+    from sqlmodel import SQLModel
 
+    import interestd.models  # noqa: F401
+
+    tables = ", ".join(table.name for table in SQLModel.metadata.sorted_tables)
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {', '.join(TABLES_IN_DELETE_ORDER)} RESTART IDENTITY CASCADE"))
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
 
 
@@ -172,6 +175,42 @@ def sqlite_app(tmp_path: Path, sqlite_url: str) -> Iterator[App]:
     application = make_app(tmp_path, sqlite_url)
     yield application
     application.database.dispose()
+
+
+# --- IMAP: a real Dovecot ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[object]:
+    """A Dovecot server shared by the session (each test gets its own user, so its own mailbox)."""
+    from tests.dovecot import Dovecot, available
+
+    require_server(available(), "Dovecot (Debian package dovecot-imapd)")
+    server = Dovecot()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def private_dovecot() -> Iterator[object]:
+    """A Dovecot of the test's own, for tests that stop and start the server."""
+    from tests.dovecot import Dovecot, available
+
+    require_server(available(), "Dovecot (Debian package dovecot-imapd)")
+    server = Dovecot()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def imap_user(dovecot, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:  # type: ignore[no-untyped-def]
+    """A fresh mailbox user on the shared Dovecot; the password is in $TEST_IMAP_PASSWORD."""
+    from tests.dovecot import PASSWORD
+
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
+    return dovecot.add_user()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,8 +1,7 @@
-"""Initial schema: raw messages, cards, card events, managers, mailbox state.
+"""Initial schema: raw messages, cards and their events, managers, mailbox state and the rest.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 21:43:06.715475
 """
 
 from collections.abc import Sequence
@@ -44,6 +43,18 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("login"),
+    )
+    op.create_table(
+        "pending_action",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("mailbox", sa.String(length=200), nullable=False),
+        sa.Column("folder", sa.String(length=500), nullable=False),
+        sa.Column("uidvalidity", sa.BigInteger(), nullable=False),
+        sa.Column("uid", sa.BigInteger(), nullable=False),
+        sa.Column("action", sa.String(length=600), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_pending_action_uid"),
     )
     op.create_table(
         "raw_message",
@@ -145,5 +156,6 @@ def downgrade() -> None:
     op.drop_table("event")
     op.drop_table("card")
     op.drop_table("raw_message")
+    op.drop_table("pending_action")
     op.drop_table("manager")
     op.drop_table("mailbox_state")

@@ -1,0 +1,426 @@
+"""One poll of one mailbox: fetch what is new in each folder exactly once, commit it, then do the post-actions.
+
+The order is what makes it safe: raw messages and the folder's new position are committed in one transaction;
+post-actions owed for them are recorded in that same transaction and done only afterwards (and redone at the
+next poll if the process died in between). A crash anywhere loses nothing and, with Message-ID dedup, stores
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from interestd import store
+from interestd.config import MailboxSettings
+from interestd.db import Database
+from interestd.errors import InterestdError, MailboxError
+from interestd.message import message_key, quick_message_id
+from interestd.models import utcnow
+from interestd.pipeline import PipelineContext, ProcessSummary, process_pending
+from interestd.sources import imap
+
+log = logging.getLogger(__name__)
+
+RESCAN_MARGIN = timedelta(days=2)  # after a UIDVALIDITY change, look back this far before the last good poll
+
+
+@dataclass
+class FolderResult:
+    """What one poll did in one folder."""
+
+    folder: str
+    fetched: int = 0
+    new: int = 0
+    duplicates: int = 0
+    too_large: int = 0
+    actions: int = 0
+    rescanned: bool = False
+    first_run: bool = False
+
+
+@dataclass
+class PollResult:
+    """What one poll of a mailbox did; `error` is set when it failed (what was committed before stays)."""
+
+    mailbox: str
+    folders: list[FolderResult] = field(default_factory=list)
+    processed: ProcessSummary = field(default_factory=ProcessSummary)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def fetched(self) -> int:
+        return sum(f.fetched for f in self.folders)
+
+    @property
+    def new(self) -> int:
+        return sum(f.new for f in self.folders)
+
+    def line(self) -> str:
+        """One log line, key=value, with no message contents."""
+        counts = self.processed.counts
+        parts = [
+            f"mailbox={self.mailbox}",
+            f"ok={0 if self.error else 1}",
+            f"fetched={self.fetched}",
+            f"new={self.new}",
+            f"duplicates={sum(f.duplicates for f in self.folders)}",
+            f"cards={counts['card']}",
+            f"skipped={counts['skipped']}",
+            f"quarantined={counts['quarantined'] + sum(f.too_large for f in self.folders)}",
+            f"proofs={counts['proof']}",
+            f"actions={sum(f.actions for f in self.folders)}",
+            f"seconds={self.seconds:.2f}",
+        ]
+        if self.error:
+            parts.append(f'error="{self.error}"')
+        return "poll " + " ".join(parts)
+
+
+StopCheck = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+def poll_mailbox(
+    database: Database,
+    context: PipelineContext,
+    settings: MailboxSettings,
+    password: str | None,
+    *,
+    max_message_bytes: int,
+    should_stop: StopCheck = _never,
+    process: bool = True,
+    clock: Callable[[], datetime] = utcnow,
+) -> PollResult:
+    """Fetch what is new in every folder of the mailbox, store it, do the post-actions, then process it."""
+    started = time.monotonic()
+    result = PollResult(settings.name)
+    try:
+        connection = imap.connect(settings, password)
+    except MailboxError as exc:
+        result.error = str(exc)
+        _record(database, settings, None, error=result.error, clock=clock)
+        result.seconds = time.monotonic() - started
+        return result
+    try:
+        for folder in settings.folders:
+            if should_stop():
+                break
+            result.folders.append(FolderResult(folder))
+            _poll_folder(
+                database,
+                connection,
+                settings,
+                folder,
+                result.folders[-1],
+                max_message_bytes=max_message_bytes,
+                should_stop=should_stop,
+                clock=clock,
+            )
+            _record(database, settings, folder, error=None, clock=clock)
+    except InterestdError as exc:
+        result.error = f"{settings.name}: {exc}" if not str(exc).startswith(settings.name) else str(exc)
+    except Exception as exc:  # network trouble mid-poll, database gone: one line, the daemon goes on
+        result.error = f"{settings.name}: {imap.describe(exc)}"
+        log.debug("poll of %s failed", settings.name, exc_info=True)
+    finally:
+        imap.close(connection)
+    if result.error:
+        _record(database, settings, None, error=result.error, clock=clock)
+    if process and not should_stop():
+        result.processed = process_pending(database, context, should_stop=should_stop)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _record(
+    database: Database,
+    settings: MailboxSettings,
+    folder: str | None,
+    *,
+    error: str | None,
+    clock: Callable[[], datetime],
+) -> None:
+    try:
+        with database.session(write=True) as session:
+            for name in [folder] if folder else settings.folders:
+                store.record_poll(session, settings.name, name, at=clock(), error=error)
+            session.commit()
+    except Exception:
+        log.debug("could not record the poll of %s", settings.name, exc_info=True)
+
+
+def _poll_folder(
+    database: Database,
+    connection: Any,
+    settings: MailboxSettings,
+    folder: str,
+    result: FolderResult,
+    *,
+    max_message_bytes: int,
+    should_stop: StopCheck,
+    clock: Callable[[], datetime],
+) -> None:
+    action = settings.post_action
+    status = imap.select(connection, folder, readonly=action == "none")
+    with database.session() as session:
+        state = store.folder_state(session, settings.name, folder)
+        known_validity = state.uidvalidity if state else None
+        last_uid = state.last_uid if state else 0
+        last_success = state.last_success_at if state else None
+
+    if action != "none":
+        if action.startswith("move:"):
+            imap.ensure_folder(connection, action.split(":", 1)[1])
+        result.actions += _do_owed_actions(database, connection, settings, folder, status.uidvalidity)
+
+    skip_known = False
+    if known_validity is None:
+        result.first_run = True
+        last_uid = _starting_point(connection, settings, status)
+        log.info(
+            "%s/%s: first poll, starting after UID %d (since = %s)", settings.name, folder, last_uid, settings.since
+        )
+        _save_position(database, settings.name, folder, status.uidvalidity, last_uid)
+    elif known_validity != status.uidvalidity:
+        log.warning(
+            "%s/%s: UIDVALIDITY changed (%s -> %s): rescanning; messages already stored are recognised",
+            settings.name,
+            folder,
+            known_validity,
+            status.uidvalidity,
+        )
+        result.rescanned = True
+        skip_known = True
+        last_uid = _rescan_start(connection, last_success)
+        _save_position(database, settings.name, folder, status.uidvalidity, last_uid)
+
+    if not skip_known and status.uidnext is not None and status.uidnext - 1 <= last_uid:
+        return  # nothing new: the cheap answer SELECT already gave
+    uids = imap.uids_after(connection, last_uid)
+    if skip_known and uids:
+        uids = _unknown_uids(database, connection, uids)
+    for start in range(0, len(uids), settings.batch_size):
+        if should_stop():
+            return
+        batch = uids[start : start + settings.batch_size]
+        _store_batch(
+            database,
+            connection,
+            settings,
+            folder,
+            status.uidvalidity,
+            batch,
+            result,
+            max_message_bytes=max_message_bytes,
+            clock=clock,
+        )
+
+
+def _starting_point(connection: Any, settings: MailboxSettings, status: imap.FolderStatus) -> int:
+    """Where a folder's first poll starts: after everything there ("now"), at the start ("all"), or a date."""
+    if settings.since == "all":
+        return 0
+    if settings.since == "now":
+        if status.uidnext is not None:
+            return status.uidnext - 1
+        existing = imap.all_uids(connection)
+        return existing[-1] if existing else 0
+    since = imap.uids_since(connection, date.fromisoformat(settings.since))
+    if since:
+        return since[0] - 1
+    return (status.uidnext - 1) if status.uidnext is not None else 0
+
+
+def _rescan_start(connection: Any, last_success: datetime | None) -> int:
+    """After a UIDVALIDITY change: the UID before the first message that arrived near or after the last good poll."""
+    if last_success is None:
+        return 0
+    recent = imap.uids_since(connection, (last_success - RESCAN_MARGIN).date())
+    return recent[0] - 1 if recent else 0
+
+
+def _unknown_uids(database: Database, connection: Any, uids: Sequence[int]) -> list[int]:
+    """The UIDs whose Message-ID is not stored yet (messages without one are fetched and deduplicated by hash)."""
+    ids = imap.message_ids(connection, uids)
+    with database.session() as session:
+        known = store.known_message_ids(session, [mid for mid in ids.values() if mid])
+    return [uid for uid in uids if ids.get(uid) is None or ids.get(uid) not in known]
+
+
+def _save_position(database: Database, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+    with database.session(write=True) as session:
+        store.save_folder_position(session, mailbox, folder, uidvalidity=uidvalidity, last_uid=last_uid)
+        store.drop_stale_pending_actions(session, mailbox, folder, uidvalidity)
+        session.commit()
+
+
+def _store_batch(
+    database: Database,
+    connection: Any,
+    settings: MailboxSettings,
+    folder: str,
+    uidvalidity: int,
+    batch: Sequence[int],
+    result: FolderResult,
+    *,
+    max_message_bytes: int,
+    clock: Callable[[], datetime],
+) -> None:
+    fetched = list(imap.fetch(connection, batch, max_bytes=max_message_bytes))
+    origin = f"imap:{settings.name}/{folder}"
+    items, too_large = [], []
+    for message in fetched:
+        key, digest = message_key(message.data, quick_message_id(message.data))
+        item = store.RawItem(
+            origin=origin,
+            data=message.data,
+            message_id=key,
+            content_hash=digest,
+            mailbox=settings.name,
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=message.uid,
+            size=message.size,
+        )
+        (too_large if message.truncated else items).append(item)
+    now = clock()
+    quarantined = 0
+    with database.session(write=True) as session:
+        new_ids = store.add_raw(session, items, now=now)
+        for item in too_large:
+            reason = (
+                f"too large: {item.real_size} bytes (limit {max_message_bytes}); only the headers were "
+                "fetched, the message stays on the server"
+            )
+            if store.add_quarantined_raw(session, item, reason, keep_bytes=True, now=now) is not None:
+                quarantined += 1
+        store.save_folder_position(session, settings.name, folder, uidvalidity=uidvalidity, last_uid=max(batch))
+        store.add_pending_actions(session, settings.name, folder, uidvalidity, batch, settings.post_action, now=now)
+        session.commit()
+    result.fetched += len(fetched)
+    result.new += len(new_ids) + quarantined
+    result.too_large += quarantined
+    result.duplicates += len(fetched) - len(new_ids) - quarantined
+    if settings.post_action != "none":
+        result.actions += _act(database, connection, settings, folder, uidvalidity, list(batch), settings.post_action)
+
+
+def _do_owed_actions(
+    database: Database, connection: Any, settings: MailboxSettings, folder: str, uidvalidity: int
+) -> int:
+    with database.session() as session:
+        owed = store.pending_actions(session, settings.name, folder, uidvalidity)
+    done = 0
+    for action, uids in owed.items():
+        done += _act(database, connection, settings, folder, uidvalidity, uids, action)
+    return done
+
+
+def _act(
+    database: Database,
+    connection: Any,
+    settings: MailboxSettings,
+    folder: str,
+    uidvalidity: int,
+    uids: list[int],
+    action: str,
+) -> int:
+    imap.apply_action(connection, uids, action)
+    with database.session(write=True) as session:
+        store.clear_pending_actions(session, settings.name, folder, uidvalidity, uids)
+        session.commit()
+    return len(uids)
+
+
+def backfill_mailbox(
+    database: Database,
+    settings: MailboxSettings,
+    password: str | None,
+    *,
+    since: date,
+    max_message_bytes: int,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: StopCheck = _never,
+) -> PollResult:
+    """Import a mailbox's history since a date on purpose; known messages are skipped, the folder position kept."""
+    started = time.monotonic()
+    result = PollResult(settings.name)
+    connection = imap.connect(settings, password)
+    try:
+        for folder in settings.folders:
+            folder_result = FolderResult(folder)
+            result.folders.append(folder_result)
+            status = imap.select(connection, folder, readonly=True)
+            uids = _unknown_uids(database, connection, imap.uids_since(connection, since))
+            for start in range(0, len(uids), settings.batch_size):
+                if should_stop():
+                    break
+                batch = uids[start : start + settings.batch_size]
+                _store_history(
+                    database,
+                    connection,
+                    settings,
+                    folder,
+                    status.uidvalidity,
+                    batch,
+                    folder_result,
+                    max_message_bytes=max_message_bytes,
+                )
+                if progress is not None:
+                    progress(min(start + len(batch), len(uids)), len(uids))
+    finally:
+        imap.close(connection)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _store_history(
+    database: Database,
+    connection: Any,
+    settings: MailboxSettings,
+    folder: str,
+    uidvalidity: int,
+    batch: Sequence[int],
+    result: FolderResult,
+    *,
+    max_message_bytes: int,
+) -> None:
+    fetched = list(imap.fetch(connection, batch, max_bytes=max_message_bytes))
+    origin = f"imap:{settings.name}/{folder}"
+    items = []
+    for message in fetched:
+        key, digest = message_key(message.data, quick_message_id(message.data))
+        items.append(
+            store.RawItem(
+                origin=origin,
+                data=message.data,
+                message_id=key,
+                content_hash=digest,
+                mailbox=settings.name,
+                folder=folder,
+                uidvalidity=uidvalidity,
+                uid=message.uid,
+                size=message.size,
+            )
+        )
+    quarantined = 0
+    with database.session(write=True) as session:
+        new_ids = store.add_raw(session, [i for i in items if i.real_size <= max_message_bytes])
+        for item in (i for i in items if i.real_size > max_message_bytes):
+            reason = f"too large: {item.real_size} bytes (limit {max_message_bytes}); only the headers were fetched"
+            if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is not None:
+                quarantined += 1
+        session.commit()
+    result.fetched += len(fetched)
+    result.new += len(new_ids) + quarantined
+    result.too_large += quarantined
+    result.duplicates += len(fetched) - len(new_ids) - quarantined

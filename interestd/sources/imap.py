@@ -1,0 +1,323 @@
+"""The only code that speaks IMAP: connect, read new UIDs, fetch raw bytes with BODY.PEEK[], apply post-actions.
+
+Connections come from imap-tools; raw fetches go through its imaplib client, because imap-tools parses every
+message it fetches and we want the exact bytes, parsed once, by our own pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
+from imap_tools.errors import MailboxLoginError
+
+from interestd.config import MailboxSettings
+from interestd.errors import MailboxError
+
+log = logging.getLogger(__name__)
+
+_FETCH_UID = re.compile(rb"UID (\d+)")
+_FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_HEADER_FETCH_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class FolderStatus:
+    """What SELECT told us about a folder."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One message fetched from the server: its UID, its bytes (only the header when too large), its real size."""
+
+    uid: int
+    data: bytes
+    size: int
+    truncated: bool = False
+
+
+def connect(settings: MailboxSettings, password: str | None) -> Any:
+    """A logged-in imap-tools mailbox; every failure becomes a one-line MailboxError."""
+    host, port = settings.host, settings.effective_port
+    timeout = settings.timeout.total_seconds()
+    where = f"{settings.user}@{host}:{port}"
+    try:
+        if settings.security == "ssl":
+            mailbox: Any = MailBox(host, port, timeout=timeout, ssl_context=_ssl_context(settings))
+        elif settings.security == "starttls":
+            mailbox = MailBoxStartTls(host, port, timeout=timeout, ssl_context=_ssl_context(settings))
+        else:
+            mailbox = MailBoxUnencrypted(host, port, timeout=timeout)
+    except Exception as exc:
+        raise MailboxError(f"{settings.name}: cannot connect to {host}:{port}: {describe(exc)}") from None
+    try:
+        mailbox.login(settings.user, password or "", initial_folder=None)
+        # imaplib keeps the pre-login CAPABILITY list; servers advertise MOVE, UIDPLUS, IDLE only after login.
+        mailbox.client._get_capabilities()
+    except MailboxLoginError as exc:
+        _close(mailbox)
+        raise MailboxError(f"{settings.name}: login failed for {where}: {_server_text(exc)}") from None
+    except Exception as exc:
+        _close(mailbox)
+        raise MailboxError(f"{settings.name}: login to {where} failed: {describe(exc)}") from None
+    return mailbox
+
+
+def _ssl_context(settings: MailboxSettings) -> ssl.SSLContext:
+    if not settings.verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MailboxError(f"{settings.name}: cannot load CA file {settings.ca_file}: {describe(exc)}") from None
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong on the network, in words an admin understands."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message or exc.reason})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or exc})"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "connection reset by the server"
+    if isinstance(exc, imaplib.IMAP4.abort):
+        return f"connection lost ({_first_line(exc)})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _server_text(exc: MailboxLoginError) -> str:
+    text = getattr(exc, "command_result", None)
+    if isinstance(text, tuple) and len(text) > 1 and text[1]:
+        value = text[1][0] if isinstance(text[1], list) else text[1]
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace").strip()
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _close(mailbox: Any) -> None:
+    try:
+        mailbox.logout()
+    except Exception:
+        with contextlib.suppress(Exception):
+            mailbox.client.shutdown()
+
+
+def close(mailbox: Any) -> None:
+    """Log out, ignoring a connection that is already gone."""
+    _close(mailbox)
+
+
+def select(mailbox: Any, folder: str, *, readonly: bool) -> FolderStatus:
+    """SELECT (or EXAMINE) a folder and read its UIDVALIDITY, UIDNEXT and message count."""
+    client = mailbox.client
+    status, data = client.select(_quote(folder), readonly=readonly)
+    if status != "OK":
+        raise MailboxError(f"cannot open folder {folder!r}: {_decode(data)}")
+    uidvalidity = _untagged_int(client, "UIDVALIDITY")
+    if uidvalidity is None:
+        raise MailboxError(f"the server gave no UIDVALIDITY for folder {folder!r}")
+    exists = int(data[0]) if data and data[0] and data[0].isdigit() else 0
+    return FolderStatus(folder, uidvalidity, _untagged_int(client, "UIDNEXT"), exists)
+
+
+def _untagged_int(client: Any, name: str) -> int | None:
+    _, values = client.response(name)
+    for value in reversed(values or []):
+        if value and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def uids_after(mailbox: Any, last_uid: int) -> list[int]:
+    """UIDs above `last_uid`, ascending (the server answers `n:*` with the last UID even when n is beyond it)."""
+    status, data = mailbox.client.uid("SEARCH", None, f"UID {last_uid + 1}:*")
+    _check(status, data, "UID SEARCH")
+    return sorted(uid for uid in _ints(data) if uid > last_uid)
+
+
+def uids_since(mailbox: Any, day: date) -> list[int]:
+    """UIDs of messages with an internal date on or after `day`."""
+    status, data = mailbox.client.uid("SEARCH", None, f"SINCE {day.strftime('%d-%b-%Y')}")
+    _check(status, data, "UID SEARCH SINCE")
+    return sorted(_ints(data))
+
+
+def all_uids(mailbox: Any) -> list[int]:
+    status, data = mailbox.client.uid("SEARCH", None, "ALL")
+    _check(status, data, "UID SEARCH ALL")
+    return sorted(_ints(data))
+
+
+def message_ids(mailbox: Any, uids: Sequence[int]) -> dict[int, str | None]:
+    """The Message-ID header of each UID (to skip known messages without fetching them whole)."""
+    from interestd.message import quick_message_id
+
+    found: dict[int, str | None] = {}
+    for start in range(0, len(uids), _HEADER_FETCH_CHUNK):
+        chunk = uids[start : start + _HEADER_FETCH_CHUNK]
+        status, data = mailbox.client.uid("FETCH", _uid_set(chunk), "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        _check(status, data, "UID FETCH headers")
+        for envelope, payload in _pairs(data):
+            uid = _FETCH_UID.search(envelope)
+            if uid:
+                found[int(uid.group(1))] = quick_message_id(payload + b"\r\n\r\n")
+    return found
+
+
+def fetch(mailbox: Any, uids: Sequence[int], *, max_bytes: int) -> Iterator[Fetched]:
+    """Raw bytes of each UID with BODY.PEEK[] (never sets \\Seen); over `max_bytes`, only the header is fetched."""
+    if not uids:
+        return
+    status, data = mailbox.client.uid("FETCH", _uid_set(uids), "(UID RFC822.SIZE)")
+    _check(status, data, "UID FETCH sizes")
+    sizes: dict[int, int] = {}
+    for item in data:
+        line = item[0] if isinstance(item, tuple) else item
+        if isinstance(line, bytes):
+            uid, size = _FETCH_UID.search(line), _FETCH_SIZE.search(line)
+            if uid and size:
+                sizes[int(uid.group(1))] = int(size.group(1))
+    wanted = [uid for uid in uids if uid in sizes]  # a UID expunged meanwhile simply is not there
+    small = [uid for uid in wanted if sizes[uid] <= max_bytes]
+    large = [uid for uid in wanted if sizes[uid] > max_bytes]
+    bodies: dict[int, bytes] = {}
+    if small:
+        bodies.update(_fetch_items(mailbox, small, "(UID BODY.PEEK[])"))
+    if large:
+        bodies.update(_fetch_items(mailbox, large, "(UID BODY.PEEK[HEADER])"))
+    for uid in wanted:
+        if uid in bodies:
+            yield Fetched(uid, bodies[uid], sizes[uid], truncated=uid in large)
+
+
+def _fetch_items(mailbox: Any, uids: Sequence[int], items: str) -> dict[int, bytes]:
+    status, data = mailbox.client.uid("FETCH", _uid_set(uids), items)
+    _check(status, data, "UID FETCH")
+    found = {}
+    for envelope, payload in _pairs(data):
+        uid = _FETCH_UID.search(envelope)
+        if uid:
+            found[int(uid.group(1))] = payload
+    return found
+
+
+def apply_action(mailbox: Any, uids: Sequence[int], action: str) -> None:
+    """Apply a post-action to UIDs of the selected folder: seen, flag, keyword:NAME or move:FOLDER."""
+    if not uids or action == "none":
+        return
+    uid_set = _uid_set(uids)
+    client = mailbox.client
+    if action == "seen":
+        status, data = client.uid("STORE", uid_set, "+FLAGS.SILENT", "(\\Seen)")
+    elif action == "flag":
+        status, data = client.uid("STORE", uid_set, "+FLAGS.SILENT", "(\\Flagged)")
+    elif action.startswith("keyword:"):
+        status, data = client.uid("STORE", uid_set, "+FLAGS.SILENT", f"({action.split(':', 1)[1]})")
+    elif action.startswith("move:"):
+        target = _quote(action.split(":", 1)[1])
+        if "MOVE" in client.capabilities:
+            status, data = client.uid("MOVE", uid_set, target)
+        else:
+            status, data = client.uid("COPY", uid_set, target)
+            _check(status, data, "UID COPY")
+            status, data = client.uid("STORE", uid_set, "+FLAGS.SILENT", "(\\Deleted)")
+            _check(status, data, "UID STORE \\Deleted")
+            # UID EXPUNGE (UIDPLUS) removes only these messages, never someone else's \\Deleted ones.
+            status, data = client.uid("EXPUNGE", uid_set) if "UIDPLUS" in client.capabilities else ("OK", [])
+    else:
+        raise MailboxError(f"unknown post-action {action!r}")
+    _check(status, data, f"post-action {action}")
+
+
+def ensure_folder(mailbox: Any, folder: str) -> None:
+    """Create a folder if it does not exist (the target of move:FOLDER)."""
+    status, data = mailbox.client.list('""', _quote(folder))
+    if status == "OK" and any(item for item in data if item):
+        return
+    status, data = mailbox.client.create(_quote(folder))
+    _check(status, data, f"CREATE {folder}")
+
+
+def idle_wait(mailbox: Any, timeout: float) -> list[bytes]:
+    """Wait in IDLE until the server reports something or `timeout` seconds pass."""
+    return list(mailbox.idle.wait(timeout=timeout))
+
+
+def _check(status: str, data: Any, what: str) -> None:
+    if status != "OK":
+        raise MailboxError(f"{what} failed: {_decode(data)}")
+
+
+def _decode(data: Any) -> str:
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data)
+
+
+def _ints(data: Any) -> list[int]:
+    values = []
+    for item in data or []:
+        if isinstance(item, bytes):
+            values.extend(int(token) for token in item.split() if token.isdigit())
+    return values
+
+
+def _pairs(data: Any) -> Iterator[tuple[bytes, bytes]]:
+    for item in data or []:
+        if isinstance(item, tuple) and len(item) >= 2:
+            yield item[0], item[1]
+
+
+def _uid_set(uids: Sequence[int]) -> str:
+    """A compact UID set: 1:5,8,10:12."""
+    ordered = sorted(set(uids))
+    ranges = []
+    start = previous = ordered[0]
+    for uid in ordered[1:]:
+        if uid == previous + 1:
+            previous = uid
+            continue
+        ranges.append(f"{start}:{previous}" if start != previous else str(start))
+        start = previous = uid
+    ranges.append(f"{start}:{previous}" if start != previous else str(start))
+    return ",".join(ranges)
+
+
+def _quote(folder: str) -> str:
+    from imap_tools.imap_utf7 import utf7_encode
+
+    encoded = utf7_encode(folder)
+    text = encoded.decode("ascii") if isinstance(encoded, bytes) else str(encoded)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,201 @@
+"""Polling a real Dovecot: exactly once, BODY.PEEK, first-run horizon, UIDVALIDITY changes, post-actions, TLS."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from interestd import store
+from interestd.config import load_settings
+from interestd.models import Card, PendingAction, RawMessage
+from interestd.services import backfill, build_context, open_database, poll_once
+from tests.mailgen import letter
+
+
+class Setup:
+    """Settings for one Dovecot user on one database engine, and what the CLI would build from them."""
+
+    def __init__(self, tmp_path: Path, database_url: str, dovecot, user: str, **imap: object) -> None:  # type: ignore[no-untyped-def]
+        self.dovecot, self.user, self.tmp_path, self.database_url = dovecot, user, tmp_path, database_url
+        self.configure(**imap)
+
+    def configure(self, **imap: object) -> None:
+        path = self.tmp_path / "config.toml"
+        path.write_text(self.dovecot.mailbox_settings(self.user, **imap))
+        self.settings = load_settings(path, environ={**os.environ, "INTERESTD_DATABASE_URL": self.database_url})
+        self.database = open_database(self.settings)
+        self.context = build_context(self.settings)
+
+    def poll(self):  # type: ignore[no-untyped-def]
+        [result] = poll_once(self.settings, self.database, self.context)
+        return result
+
+    def count(self, model) -> int:  # type: ignore[no-untyped-def]
+        with self.database.session() as session:
+            return session.scalar(select(func.count()).select_from(model)) or 0
+
+    def message_ids(self) -> list[str]:
+        with self.database.session() as session:
+            return sorted(session.scalars(select(RawMessage.message_id)))
+
+
+@pytest.fixture
+def setup(tmp_path: Path, database_url: str, dovecot, imap_user: str) -> Setup:  # type: ignore[no-untyped-def]
+    return Setup(tmp_path, database_url, dovecot, imap_user)
+
+
+def test_new_mail_becomes_cards_and_a_second_poll_finds_nothing(setup: Setup) -> None:
+    setup.dovecot.append(setup.user, [letter(n) for n in range(5)])
+    result = setup.poll()
+    assert result.error is None
+    assert (result.fetched, result.new, result.processed.counts["card"]) == (5, 5, 5)
+    assert result.folders[0].first_run
+    again = setup.poll()
+    assert (again.error, again.fetched, again.new) == (None, 0, 0)
+    setup.dovecot.append(setup.user, [letter(5)])
+    assert setup.poll().new == 1
+    assert setup.count(Card) == 6 and setup.count(RawMessage) == 6
+    with setup.database.session() as session:
+        state = store.folder_state(session, "default", "INBOX")
+    assert state is not None and state.last_uid == 6 and state.last_success_at is not None
+
+
+def test_mail_a_person_already_read_is_still_taken_and_never_marked_seen(setup: Setup) -> None:
+    setup.dovecot.append(setup.user, [letter(1)], flags="(\\Seen)")
+    setup.dovecot.append(setup.user, [letter(2)])
+    assert setup.poll().new == 2
+    flags = setup.dovecot.flags(setup.user)
+    assert "\\Seen" in flags[1] and "\\Seen" not in flags[2]  # BODY.PEEK: interestd changed nothing
+
+
+def test_first_poll_with_since_now_leaves_old_mail_alone(
+    tmp_path: Path,
+    database_url: str,
+    dovecot,  # type: ignore[no-untyped-def]
+    imap_user: str,
+) -> None:
+    dovecot.append(imap_user, [letter(n) for n in range(3)])
+    setup = Setup(tmp_path, database_url, dovecot, imap_user, since="now")
+    first = setup.poll()
+    assert first.new == 0 and first.folders[0].first_run
+    dovecot.append(imap_user, [letter(10)])
+    assert setup.poll().new == 1
+    assert setup.message_ids() == ["<letter-10@example.ru>"]
+    # History is imported on purpose, and only once.
+    from datetime import date
+
+    [history] = backfill(setup.settings, setup.database, setup.context, since=date(2000, 1, 1))
+    assert (history.fetched, history.new) == (3, 3)
+    assert setup.count(Card) == 4
+    [again] = backfill(setup.settings, setup.database, setup.context, since=date(2000, 1, 1))
+    assert again.fetched == 0
+
+
+def test_uidvalidity_change_rescans_without_duplicates_or_gaps(setup: Setup) -> None:
+    setup.dovecot.append(setup.user, [letter(n) for n in range(4)])
+    assert setup.poll().new == 4
+    setup.dovecot.set_uidvalidity(setup.user, setup.dovecot.uidvalidity(setup.user) + 1000)
+    setup.dovecot.append(setup.user, [letter(4), letter(5)])
+    result = setup.poll()
+    assert result.folders[0].rescanned
+    assert result.new == 2
+    assert setup.count(RawMessage) == 6 and setup.count(Card) == 6
+    assert setup.message_ids() == sorted(f"<letter-{n}@example.ru>" for n in range(6))
+    assert setup.poll().new == 0
+
+
+def test_move_post_action_moves_only_committed_messages(
+    tmp_path: Path,
+    database_url: str,
+    dovecot,  # type: ignore[no-untyped-def]
+    imap_user: str,
+) -> None:
+    setup = Setup(tmp_path, database_url, dovecot, imap_user, post_action="move:Processed", batch_size=2)
+    dovecot.append(imap_user, [letter(n) for n in range(5)])
+    result = setup.poll()
+    assert (result.new, result.folders[0].actions) == (5, 5)
+    assert dovecot.count(imap_user, "INBOX") == 0 and dovecot.count(imap_user, "Processed") == 5
+    assert setup.count(PendingAction) == 0
+
+
+def test_a_post_action_owed_by_a_crashed_run_is_done_at_the_next_poll(
+    tmp_path: Path,
+    database_url: str,  # type: ignore[no-untyped-def]
+    dovecot,
+    imap_user: str,
+) -> None:
+    setup = Setup(tmp_path, database_url, dovecot, imap_user, post_action="flag")
+    [uid] = dovecot.append(imap_user, [letter(1)])
+    assert setup.poll().new == 1
+    dovecot.append(imap_user, [letter(2)])
+    validity = dovecot.uidvalidity(imap_user)
+    # As if a run had committed message 2 and died before flagging it.
+    with setup.database.session(write=True) as session:
+        store.add_pending_actions(session, "default", "INBOX", validity, [uid + 1], "flag")
+        store.save_folder_position(session, "default", "INBOX", uidvalidity=validity, last_uid=uid + 1)
+        session.commit()
+    result = setup.poll()
+    assert result.new == 0 and result.folders[0].actions == 1
+    assert "\\Flagged" in dovecot.flags(imap_user)[uid + 1]
+    assert setup.count(PendingAction) == 0
+
+
+def test_a_message_over_the_size_limit_is_quarantined_and_left_on_the_server(
+    tmp_path: Path,
+    database_url: str,  # type: ignore[no-untyped-def]
+    dovecot,
+    imap_user: str,
+) -> None:
+    setup = Setup(tmp_path, database_url, dovecot, imap_user)
+    config = setup.tmp_path / "config.toml"
+    config.write_text(config.read_text() + "\n[limits]\nmax_message_bytes = 20000\n")
+    setup.settings = load_settings(config, environ={**os.environ, "INTERESTD_DATABASE_URL": database_url})
+    dovecot.append(imap_user, [letter(1, size=60_000), letter(2)])
+    result = setup.poll()
+    assert result.new == 2 and result.folders[0].too_large == 1
+    with setup.database.session() as session:
+        [big] = session.scalars(select(RawMessage).where(RawMessage.status == "quarantined")).all()
+    assert "too large" in (big.reason or "") and big.size > 60_000 and big.raw is not None and len(big.raw) < 2000
+    assert dovecot.count(imap_user) == 2
+
+
+def test_wrong_password_is_one_clear_error(
+    tmp_path: Path,
+    database_url: str,
+    dovecot,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", "interestd-pass")  # not the password of user "wrongpass"
+    setup = Setup(tmp_path, database_url, dovecot, "wrongpass")
+    result = setup.poll()
+    assert result.error is not None and "\n" not in result.error
+    assert result.error.startswith("default: login failed for wrongpass@127.0.0.1:")
+    assert "Authentication failed" in result.error
+
+
+def test_imaps_with_the_configured_ca_works_and_a_foreign_certificate_is_refused(setup: Setup) -> None:
+    setup.dovecot.append(setup.user, [letter(1)])
+    setup.configure(security="ssl", port=setup.dovecot.imaps_port, ca_file=str(setup.dovecot.cert))
+    assert setup.poll().new == 1
+    setup.configure(security="ssl", port=setup.dovecot.imaps_port, ca_file=str(setup.dovecot.other_ca))
+    result = setup.poll()
+    assert result.error is not None and "TLS certificate not trusted" in result.error
+    setup.configure(security="starttls", port=setup.dovecot.imap_port, ca_file=str(setup.dovecot.cert))
+    setup.dovecot.append(setup.user, [letter(2)])
+    assert setup.poll().new == 1
+
+
+def test_several_folders_are_read_each_on_its_own(
+    tmp_path: Path,
+    database_url: str,
+    dovecot,  # type: ignore[no-untyped-def]
+    imap_user: str,
+) -> None:
+    dovecot.append(imap_user, [letter(1)], folder="Forms")
+    dovecot.append(imap_user, [letter(2)])
+    setup = Setup(tmp_path, database_url, dovecot, imap_user, folders=["INBOX", "Forms"])
+    result = setup.poll()
+    assert [(f.folder, f.new) for f in result.folders] == [("INBOX", 1), ("Forms", 1)]
