@@ -410,6 +410,55 @@ def status(
         raise typer.Exit(8)
 
 
+@app.command()
+def parse(
+    ctx: typer.Context,
+    message: Annotated[Path, typer.Argument(help="An .eml file.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show which parser takes a message (and which others were considered), the card it would build, and the
+    fields it could not find. Nothing is stored: the tool for writing a custom parser."""
+    from interestd.safety import terminal_text
+    from interestd.services import explain_message
+
+    try:
+        raw = message.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {message}: {exc.strerror or exc}") from None
+    state = _state(ctx)
+    state.settings()
+    explanation = explain_message(raw, state.context())
+    if as_json:
+        _print_json(explanation)
+        return
+    e = explanation
+    lines = [f"message:    {e['subject']!r} from {e['from'] or '(no sender)'}, {e['date'] or 'no date'}"]
+    if e["forwarded"]:
+        lines.append(f"forwarded:  {e['forwarded']}; the original is from {e['original_from'] or '(unknown)'}")
+    lines.append(f"classified: {e['classified']}" + (f"; {e['classified_reason']}" if e["classified_reason"] else ""))
+    lines.append(f"considered: {', '.join(e['considered'])}")
+    lines.append(f"matched:    {', '.join(e['matched']) or '-'}")
+    lines.append(
+        f"outcome:    {e['status']}"
+        + (f" by {e['chosen']}" if e["chosen"] else "")
+        + (f": {e['reason']}" if e["reason"] and e["status"] != "card" else "")
+    )
+    if e["card"]:
+        lines.append("card:")
+        width = max(len(key) for key in e["card"])
+        for key, value in e["card"].items():
+            shown = (
+                "null"
+                if value is None
+                else (value.replace("\n", "\n" + " " * (width + 4)) if isinstance(value, str) else value)
+            )
+            lines.append(f"  {key:<{width}}  {shown}")
+        lines.append(f"not found:  {', '.join(e['not_found']) or '-'}")
+        if e["notes"]:
+            lines.append(f"notes:      {'; '.join(e['notes'])}")
+    typer.echo("\n".join(terminal_text(line) for line in lines))
+
+
 # --- reading the queue --------------------------------------------------------------------------------------
 
 

@@ -222,6 +222,119 @@ class MailboxSettings(Section):
         return 993 if self.security == "ssl" else 143
 
 
+class ProductRule(Section):
+    """[[products]]: a product named when a card's link, the community/page named in the mail, or its words match."""
+
+    name: str = Field(min_length=1, max_length=300)
+    url: str | None = None
+    url_prefixes: list[str] = Field(default_factory=list)
+    pages: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> ProductRule:
+        if not (self.url_prefixes or self.pages or self.keywords):
+            raise ValueError("a product rule needs url_prefixes, pages or keywords to match on")
+        return self
+
+
+class FieldRule(Section):
+    """How a custom parser reads one card field: by label, by regular expression, by CSS selector, or a constant."""
+
+    label: list[str] = Field(default_factory=list)
+    regex: str | None = None
+    css: str | None = None
+    value: str | None = None
+    source: Literal["text", "html", "subject"] = "text"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> FieldRule:
+        ways = [bool(self.label), self.regex is not None, self.css is not None, self.value is not None]
+        if sum(ways) != 1:
+            raise ValueError("give exactly one of label, regex, css or value")
+        if self.regex is not None:
+            try:
+                compiled = re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+            if compiled.groups > 1:
+                raise ValueError("the regex may have at most one capturing group (the value)")
+        if self.css is not None:
+            try:
+                from cssselect import GenericTranslator, SelectorError
+
+                GenericTranslator().css_to_xpath(self.css)
+            except SelectorError as exc:
+                raise ValueError(f"invalid CSS selector {self.css!r}: {exc}") from None
+        return self
+
+
+CUSTOM_FIELDS = (
+    "text",
+    "source_url",
+    "author_name",
+    "author_url",
+    "author_photo_url",
+    "author_email",
+    "author_phone",
+    "product",
+    "product_url",
+    "reply_url",
+    "occurred_at",
+)
+
+
+class CustomParserSettings(Section):
+    """[[custom_parsers]]: a site's own form or an unusual sender described without Python."""
+
+    name: str
+    source_type: str = "site_form"
+    action: str = "request"
+    priority: int = 90
+    match_from: str | None = None
+    match_subject: str | None = None
+    match_body: str | None = None
+    fields: dict[str, FieldRule] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,49}", value):
+            raise ValueError("use lower-case letters, digits and _ (starting with a letter)")
+        return value
+
+    @field_validator("source_type", "action")
+    @classmethod
+    def _word(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,49}", value):
+            raise ValueError("use lower-case letters, digits and _")
+        return value
+
+    @field_validator("match_from", "match_subject", "match_body")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {value!r}: {exc}") from None
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, FieldRule]) -> dict[str, FieldRule]:
+        unknown = sorted(set(value) - set(CUSTOM_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown card field {unknown[0]!r} (one of {', '.join(CUSTOM_FIELDS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> CustomParserSettings:
+        if not (self.match_from or self.match_subject or self.match_body):
+            raise ValueError("a custom parser needs match_from, match_subject or match_body")
+        return self
+
+
 class Settings(Section):
     general: GeneralSettings = GeneralSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -230,6 +343,8 @@ class Settings(Section):
     logging: LoggingSettings = LoggingSettings()
     imap: MailboxSettings | None = None
     mailboxes: list[MailboxSettings] = Field(default_factory=list)
+    products: list[ProductRule] = Field(default_factory=list)
+    custom_parsers: list[CustomParserSettings] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
     _data_dir: Path = PrivateAttr(default=Path("."))

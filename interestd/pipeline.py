@@ -20,6 +20,7 @@ from interestd.db import Database, describe_error
 from interestd.errors import ParseError
 from interestd.message import ParsedMessage, parse_raw
 from interestd.models import utcnow
+from interestd.products import ProductRules
 from interestd.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class PipelineContext:
     phone_region: str = "RU"
     max_attempts: int = 3
     batch_size: int = 200
+    products: ProductRules = field(default_factory=ProductRules)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def _evaluate_parsed(
         received_at=now,
         phone_region=context.phone_region,
     )
+    card = context.products.apply(card, original)
     notes = list(card.notes) + list(pick.match_errors)
     return Outcome(
         "card",

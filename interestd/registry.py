@@ -128,7 +128,12 @@ def build_registry(parsers: Iterable[Parser], *, disabled: Iterable[str] = ()) -
 
 def load_registry(extra: Iterable[Parser] = (), *, disabled: Iterable[str] = ()) -> Registry:
     """The registry of installed parsers plus `extra` ones (custom parsers from the config)."""
-    parsers = [*extra, *discover()]
-    registry = build_registry(parsers, disabled=disabled)
+    installed = discover()
+    builtin = {p.name for p in installed}
+    custom = list(extra)
+    for parser in custom:
+        if parser.name in builtin:
+            raise ConfigError(f"custom_parsers: the name {parser.name!r} is taken by an installed parser")
+    registry = build_registry([*custom, *installed], disabled=disabled)
     log.debug("parsers: %s", ", ".join(registry.names))
     return registry

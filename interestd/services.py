@@ -71,8 +71,12 @@ def open_database(settings: Settings) -> Database:
 
 def build_context(settings: Settings) -> PipelineContext:
     """The pipeline's view of the settings: parsers, phone region, limits."""
+    from interestd.custom import build_custom_parsers
+    from interestd.products import ProductRules
+
     return PipelineContext(
-        registry=load_registry(),
+        registry=load_registry(build_custom_parsers(settings.custom_parsers)),
+        products=ProductRules.from_settings(settings.products),
         phone_region=settings.general.phone_region,
         max_attempts=settings.limits.max_attempts,
         batch_size=settings.limits.batch_size,
@@ -472,3 +476,46 @@ def status(settings: Settings, session: Session, *, now: datetime | None = None)
         healthy=not problems,
         problems=problems,
     )
+
+
+# --- explaining one message (for writing and checking parsers) ----------------------------------------------
+
+
+def explain_message(raw: bytes, context: PipelineContext, *, now: datetime | None = None) -> dict[str, Any]:
+    """What the pipeline makes of one message and why: classification, the parsers that matched, the card."""
+    from interestd.classify import classify
+    from interestd.message import parse_raw
+    from interestd.pipeline import evaluate
+
+    now = now or utcnow()
+    message = parse_raw(raw)
+    original = message.original
+    kind = classify(message)
+    pick = context.registry.pick(original)
+    outcome = evaluate(raw, context, now=now)
+    card = outcome.card
+    notes = list(card.notes) if card else []
+    return {
+        "subject": message.subject,
+        "from": str(message.sender) if message.sender else None,
+        "date": message.date.isoformat() if message.date else None,
+        "forwarded": message.forward_kind,
+        "original_from": str(original.sender) if original is not message and original.sender else None,
+        "classified": kind.kind,
+        "classified_reason": kind.reason,
+        "considered": context.registry.names,
+        "matched": list(pick.matched),
+        "chosen": outcome.parser,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "card": (
+            {
+                name: (value.isoformat() if isinstance(value, datetime) else value)
+                for name, value in card.fields_dict().items()
+            }
+            if card
+            else None
+        ),
+        "not_found": [note.removeprefix("not found: ") for note in notes if note.startswith("not found: ")],
+        "notes": [note for note in notes if not note.startswith("not found: ")],
+    }

@@ -64,7 +64,8 @@ def test_every_setting_is_documented_in_the_example() -> None:
     missing = []
     for section, key in _keys(Settings):
         body = sections.get(section, "")
-        if not re.search(rf"^\s*#?\s*{re.escape(key)}\s*=", body, re.MULTILINE):
+        # A key is documented on its own line ("# key = default"), or inside an inline table ({ key = ... }).
+        if not re.search(rf"(?:^\s*#?\s*|[{{,]\s*){re.escape(key)}\s*=", body, re.MULTILINE):
             missing.append(f"[{section}] {key}")
     assert missing == [], f"settings missing from config.example.toml: {missing}"
 
@@ -181,3 +182,28 @@ def test_check_config_prints_settings_with_secrets_masked(tmp_path: Path) -> Non
     assert "hunter2" not in result.stdout
     assert 'password = "***"' in result.stdout
     assert 'effective_url = "postgresql+psycopg://interestd:***@db/interestd"' in result.stdout
+
+
+def _commented_block(header: str) -> str:
+    """The example's commented-out table starting at `header`, uncommented (up to the first blank line)."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"# {header}")
+    block = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        block.append(line[2:] if line.startswith("# ") else line.lstrip("#"))
+    return "\n".join(block)
+
+
+@pytest.mark.parametrize("header", ["[imap]", "[[mailboxes]]", "[[products]]", "[[custom_parsers]]"])
+def test_the_commented_examples_are_valid_when_uncommented(tmp_path: Path, header: str) -> None:
+    text = _commented_block(header)
+    # Documentation lines inside a block (plain prose) are comments in TOML too once "# " is removed: drop them.
+    text = "\n".join(line for line in text.splitlines() if re.match(r"^\s*(\[|[\w.]+\s*=)", line))
+    environ = {"INTERESTD_IMAP_PASSWORD": "x", "INTERESTD_SALES_PASSWORD": "x"}
+    text = text.replace('password_file = "imap-password"\n', "").replace('password_file = "sales-password"\n', "")
+    text = re.sub(r"^password_file = .*$", "", text, flags=re.MULTILINE)
+    text = re.sub(r"^ca_file = .*$", "", text, flags=re.MULTILINE)
+    settings = _load(tmp_path, text, **environ)
+    assert settings.model_dump()
