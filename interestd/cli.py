@@ -49,6 +49,7 @@ class State:
 
     config_path: Path | None = None
     debug: bool = False
+    as_login: str | None = None
     _settings: Settings | None = None
     _database: Database | None = None
     _context: PipelineContext | None = None
@@ -71,6 +72,12 @@ class State:
             self._database = open_database(self.settings())
         return self._database
 
+    def manager(self) -> str:
+        """Who is speaking: --as, else $INTERESTD_MANAGER, else the OS user mapped through the config."""
+        from interestd.work import current_manager
+
+        return current_manager(self.settings(), self.as_login, os.environ)
+
     def context(self) -> PipelineContext:
         if self._context is None:
             from interestd.services import build_context
@@ -85,12 +92,23 @@ def _state(ctx: typer.Context) -> State:
     return state
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Logs to whatever sys.stderr is at the time of each record (it may be replaced after start-up)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def _configure_logging(level: str) -> None:
     root = logging.getLogger()
-    if not any(getattr(h, "_interestd", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("interestd: %(levelname)s: %(message)s"))
-        handler._interestd = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -115,11 +133,18 @@ def _main_options(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Verbose logs, and tracebacks on errors.")] = False,
+    as_login: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="Act as this manager (default: $INTERESTD_MANAGER, then the OS user mapped through the config).",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    ctx.obj = State(config_path=config, debug=debug)
+    ctx.obj = State(config_path=config, debug=debug, as_login=as_login)
 
 
 # --- output helpers -----------------------------------------------------------------------------------------
@@ -469,6 +494,7 @@ def feed(
     source: Annotated[str | None, typer.Option("--source", help="Only this source type (vk, site_form, ...).")] = None,
     product: Annotated[str | None, typer.Option("--product", help="Only cards about this product.")] = None,
     unclaimed: Annotated[bool, typer.Option("--unclaimed", help="Only cards nobody is responsible for.")] = False,
+    mine: Annotated[bool, typer.Option("--mine", help="Only my cards (see --as).")] = False,
     open_only: Annotated[bool, typer.Option("--open", help="Only cards not processed yet.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the cards as JSON.")] = False,
 ) -> None:
@@ -479,7 +505,13 @@ def feed(
 
     state = _state(ctx)
     settings = state.settings()
-    query = store.FeedFilter(unclaimed=unclaimed, source_type=source, product=product, include_processed=not open_only)
+    query = store.FeedFilter(
+        unclaimed=unclaimed,
+        source_type=source,
+        product=product,
+        include_processed=not open_only,
+        responsible=state.manager() if mine else None,
+    )
     with state.database().session() as session:
         cards = feed_service(session, query, limit=limit)
     if as_json:
@@ -616,6 +648,155 @@ def export(
             except OSError as exc:
                 raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
             typer.echo(f"{count} cards written to {output}", err=True)
+
+
+# --- a manager's work ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def mine(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """My cards: unanswered first (the same as `feed --mine`)."""
+    feed(ctx, limit=limit, source=None, product=None, unclaimed=False, mine=True, open_only=False, as_json=as_json)
+
+
+def _act(ctx: typer.Context, action: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one manager action in a write transaction, as the manager speaking."""
+    state = _state(ctx)
+    login = state.manager()
+    settings = state.settings()
+    with state.database().session(write=True) as session:
+        return action(session, settings, *args, login, **kwargs)
+
+
+@app.command()
+def claim(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Take it even from another manager, route or capacity.")
+    ] = False,
+) -> None:
+    """Take a card: it is yours to answer. Exactly one of several managers claiming at once wins."""
+    from interestd import work
+
+    typer.echo(_act(ctx, work.claim, ref, force=force))
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    force: Annotated[bool, typer.Option("--force", help="Release another manager's card.")] = False,
+) -> None:
+    """Give a card back to the queue."""
+    from interestd import work
+
+    typer.echo(
+        _act(
+            ctx, lambda session, _settings, ref, login, **kw: work.release(session, ref, login, **kw), ref, force=force
+        )
+    )
+
+
+@app.command()
+def assign(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    login: Annotated[str, typer.Argument(help="The manager who gets it.")],
+    why: Annotated[str | None, typer.Option("--why", help="A word for the history.")] = None,
+) -> None:
+    """Reassign a card, and its author's other open cards, to another manager."""
+    from interestd import work
+
+    state = _state(ctx)
+    by = state.manager()
+    with state.database().session(write=True) as session:
+        moved = work.reassign(session, state.settings(), ref, login, by, why=why)
+    typer.echo(
+        f"{', '.join(moved)} now {'belong' if len(moved) > 1 else 'belongs'} to {login}"
+        if moved
+        else f"{ref.upper()} is already {login}'s"
+    )
+
+
+@app.command()
+def done(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    force: Annotated[bool, typer.Option("--force", help="Act on another manager's card.")] = False,
+) -> None:
+    """Mark a card processed without a screenshot (when [assignment] require_proof = false)."""
+    from interestd import work
+
+    typer.echo(_act(ctx, work.done, ref, force=force))
+
+
+@app.command()
+def attach(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    screenshot: Annotated[str, typer.Argument(help="A PNG/JPEG/WebP/GIF file, or a screenshot-service link.")],
+    force: Annotated[bool, typer.Option("--force", help="Act on another manager's card.")] = False,
+) -> None:
+    """Attach the screenshot of your reply: the card becomes processed, its reply button greyed."""
+    from interestd import work
+
+    typer.echo(_act(ctx, work.attach, ref, screenshot, force=force))
+
+
+@app.command()
+def reply(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    open_it: Annotated[bool, typer.Option("--open", help="Open the link in the browser.")] = False,
+) -> None:
+    """Print where to answer (the comment, the dialog, mailto: or tel:); --open opens it."""
+    from interestd.safety import safe_url, terminal_text
+    from interestd.services import card_by_ref
+
+    state = _state(ctx)
+    with state.database().session() as session:
+        card = card_by_ref(session, ref)
+    link = safe_url(card.reply_url)
+    if link is None:
+        raise UsageError(f"{card.ref} has no reply link: answer through its source ({card.source_url or 'unknown'})")
+    typer.echo(terminal_text(link) + ("  (already replied)" if card.replied else ""))
+    if open_it:
+        import webbrowser
+
+        if not webbrowser.open(link):
+            raise UsageError("no browser could be opened here: copy the link above")
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every change of a card: created, assigned, claimed, released, reassigned, screenshot, processed."""
+    from interestd import work
+    from interestd.safety import terminal_text
+    from interestd.services import event_record
+
+    state = _state(ctx)
+    settings = state.settings()
+    with state.database().session() as session:
+        card, events = work.history(session, ref)
+    if as_json:
+        _print_json([event_record(event) for event in events])
+        return
+    typer.echo(f"{card.ref}: {card.source_type} {card.action} from {terminal_text(card.author_name) or '?'}")
+    for event in events:
+        who = f" by {event.actor}" if event.actor else ""
+        whom = f" -> {event.manager}" if event.manager and event.kind in ("assigned", "claimed", "reassigned") else ""
+        rule = f" [{event.rule}]" if event.rule else ""
+        detail = f": {event.detail}" if event.detail else ""
+        typer.echo(terminal_text(f"  {_local(event.at, settings)}  {event.kind}{whom}{who}{rule}{detail}"))
 
 
 # --- stored mail --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -222,6 +222,116 @@ class MailboxSettings(Section):
         return 993 if self.security == "ssl" else 143
 
 
+class AwayPeriod(Section):
+    """A stretch of days (inclusive) a manager is away: no new cards go to them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AwayPeriod:
+        if self.end < self.start:
+            raise ValueError("an away period must end on or after its start")
+        return self
+
+
+class ManagerSettings(Section):
+    """[[managers]]: a person who works the queue."""
+
+    login: str
+    name: str | None = None
+    emails: list[str] = Field(default_factory=list)
+    os_users: list[str] = Field(default_factory=list)
+    capacity: int | None = Field(default=None, ge=1)
+    groups: list[str] = Field(default_factory=list)
+    active: bool = True
+    away: list[AwayPeriod] = Field(default_factory=list)
+
+    @field_validator("login")
+    @classmethod
+    def _login(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_.-]{0,99}", value):
+            raise ValueError("use lower-case letters, digits, '.', '_' and '-' (starting with a letter)")
+        return value
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        cleaned = [address.strip().lower() for address in value]
+        bad = next((a for a in cleaned if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", a)), None)
+        if bad is not None:
+            raise ValueError(f"not an e-mail address: {bad!r}")
+        return cleaned
+
+    def is_away(self, day: date) -> bool:
+        return any(period.start <= day <= period.end for period in self.away)
+
+
+class RouteSettings(Section):
+    """[[assignment.routes]]: cards of these source types / actions / products go to a group of managers."""
+
+    group: str
+    source_types: list[str] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
+    products: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> RouteSettings:
+        if not (self.source_types or self.actions or self.products):
+            raise ValueError("a route needs source_types, actions or products")
+        return self
+
+    def matches(self, source_type: str, action: str, product: str | None) -> bool:
+        return (
+            (not self.source_types or source_type in self.source_types)
+            and (not self.actions or action in self.actions)
+            and (not self.products or (product or "").casefold() in {p.casefold() for p in self.products})
+        )
+
+
+class AssignmentSettings(Section):
+    policy: Literal["first_claim", "least_loaded", "round_robin"] = "first_claim"
+    claim_timeout: Duration | None = None
+    fallback: Literal["least_loaded", "round_robin"] = "least_loaded"
+    one_owner_per_person: bool = True
+    require_proof: bool = True
+    routes: list[RouteSettings] = Field(default_factory=list)
+
+
+_DEFAULT_PROOF_HOSTS = [
+    "joxi.ru",
+    "joxi.net",
+    "prnt.sc",
+    "prntscr.com",
+    "img.lightshot.app",
+    "dropbox.com",
+    "dl.dropboxusercontent.com",
+    "disk.yandex.ru",
+    "disk.yandex.com",
+    "yadi.sk",
+    "drive.google.com",
+    "photos.app.goo.gl",
+    "imgur.com",
+    "i.imgur.com",
+    "ibb.co",
+    "i.ibb.co",
+    "snipboard.io",
+    "gyazo.com",
+    "i.gyazo.com",
+    "monosnap.com",
+    "cloud.mail.ru",
+]
+
+
+class ProofSettings(Section):
+    """Reply screenshots: where they are accepted from and how large they may be."""
+
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    url_hosts: list[str] = Field(default_factory=lambda: list(_DEFAULT_PROOF_HOSTS))
+
+
 class ProductRule(Section):
     """[[products]]: a product named when a card's link, the community/page named in the mail, or its words match."""
 
@@ -345,6 +455,9 @@ class Settings(Section):
     mailboxes: list[MailboxSettings] = Field(default_factory=list)
     products: list[ProductRule] = Field(default_factory=list)
     custom_parsers: list[CustomParserSettings] = Field(default_factory=list)
+    managers: list[ManagerSettings] = Field(default_factory=list)
+    assignment: AssignmentSettings = AssignmentSettings()
+    proofs: ProofSettings = ProofSettings()
 
     _source: Path | None = PrivateAttr(default=None)
     _data_dir: Path = PrivateAttr(default=Path("."))
@@ -395,6 +508,25 @@ class Settings(Section):
             if candidate is mailbox:
                 return self.secret(f"mailboxes[{index + 1}].password")
         return None
+
+    def manager(self, login: str) -> ManagerSettings | None:
+        return next((m for m in self.managers if m.login == login), None)
+
+    @model_validator(mode="after")
+    def _unique_managers_and_known_groups(self) -> Settings:
+        logins = [m.login for m in self.managers]
+        duplicate = next((login for login in logins if logins.count(login) > 1), None)
+        if duplicate:
+            raise ValueError(f"two [[managers]] have the login {duplicate!r}")
+        addresses = [a for m in self.managers for a in m.emails]
+        shared = next((a for a in addresses if addresses.count(a) > 1), None)
+        if shared:
+            raise ValueError(f"the e-mail address {shared} belongs to two managers")
+        groups = {g for m in self.managers for g in m.groups}
+        for route in self.assignment.routes:
+            if route.group not in groups:
+                raise ValueError(f"assignment.routes: no manager is in group {route.group!r}")
+        return self
 
     @model_validator(mode="after")
     def _unique_mailbox_names(self) -> Settings:
@@ -642,7 +774,7 @@ def _with_password(url: str, password: str) -> str:
 
 def settings_for_display(settings: Settings) -> dict[str, Any]:
     """The validated settings as plain data for `check-config`, with secrets masked and derived values added."""
-    data = settings.model_dump(mode="json", exclude_none=False)
+    data = settings.model_dump(mode="json", exclude_none=False, by_alias=True)
     data["database"]["effective_url"] = settings.masked_database_url
     data["paths"]["effective_data_dir"] = str(settings.data_dir)
     data["paths"]["effective_attachments_dir"] = str(settings.attachments_dir)

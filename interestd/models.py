@@ -124,6 +124,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ix_event_card_at", "card_id", "at"),
         Index("ix_event_kind_at", "kind", "at"),
+        Index("ix_event_rule_id", "rule", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -132,6 +133,7 @@ class Event(SQLModel, table=True):
     kind: str = Field(max_length=40)
     actor: str | None = Field(default=None, max_length=100)
     manager: str | None = Field(default=None, max_length=100)
+    rule: str | None = Field(default=None, max_length=60)
     detail: str | None = Field(default=None, sa_column=Column(Text))
     data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
@@ -182,3 +184,33 @@ class PendingAction(SQLModel, table=True):
     uid: int = Field(sa_column=Column(BigInteger, nullable=False))
     action: str = Field(max_length=600)
     created_at: datetime = _time(nullable=False)
+
+
+class AuthorOwner(SQLModel, table=True):
+    """One owner per person: a profile link, e-mail or phone and the manager who works that person."""
+
+    __tablename__ = "author_owner"
+    __table_args__ = (Index("ix_author_owner_manager", "manager"),)
+
+    identity: str = Field(sa_column=Column(Text, primary_key=True))
+    manager: str = Field(max_length=100)
+    card_id: int | None = Field(default=None, foreign_key="card.id")
+    since: datetime = _time(nullable=False)
+
+
+class Proof(SQLModel, table=True):
+    """A reply screenshot: a stored image (content-addressed) or a link to a screenshot service."""
+
+    __tablename__ = "proof"
+    __table_args__ = (Index("ix_proof_card", "card_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    card_id: int = Field(foreign_key="card.id")
+    kind: str = Field(max_length=10)  # file | url
+    location: str = Field(sa_column=Column(Text, nullable=False))
+    sha256: str | None = Field(default=None, max_length=64)
+    content_type: str | None = Field(default=None, max_length=100)
+    size: int | None = None
+    added_by: str | None = Field(default=None, max_length=100)
+    added_at: datetime = _time(nullable=False)
+    raw_message_id: int | None = Field(default=None, foreign_key="raw_message.id")

@@ -22,6 +22,7 @@ from interestd.message import ParsedMessage, parse_raw
 from interestd.models import utcnow
 from interestd.products import ProductRules
 from interestd.registry import Registry
+from interestd.work import MailProof, ProofFile, TeamRules, assign_new, record_mail_proof
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class PipelineContext:
     max_attempts: int = 3
     batch_size: int = 200
     products: ProductRules = field(default_factory=ProductRules)
+    team: TeamRules = field(default_factory=TeamRules)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Outcome:
     parser: str | None = None
     parser_version: str | None = None
     card: CardData | None = None
+    proof: MailProof | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     considered: tuple[str, ...] = ()
 
@@ -72,6 +75,8 @@ def _evaluate_parsed(
     kind = classify(message)
     if kind.kind in ("auto_reply", "bounce", "own_report"):
         return Outcome("skipped", kind.reason, meta=meta)
+    if kind.kind == "reply_proof" and kind.ref is not None:
+        return Outcome("proof", kind.reason, proof=_mail_proof(message, kind.ref, context), meta=meta)
 
     original = message.original
     pick = context.registry.pick(original)
@@ -118,6 +123,20 @@ def _evaluate_parsed(
         meta=meta,
         considered=pick.matched,
     )
+
+
+def _mail_proof(message: ParsedMessage, ref: int, context: PipelineContext) -> MailProof:
+    """The screenshots a manager's proof mail carries: image attachments, and screenshot-service links."""
+    from interestd.proofs import image_type, is_screenshot_link
+
+    images = tuple(
+        ProofFile(a.filename or f"image-{n}", a.data)
+        for n, a in enumerate(message.attachments, 1)
+        if a.content_type.startswith("image/") and image_type(a.data) and a.size == len(a.data)
+    )
+    hosts = list(context.team.proof_hosts)
+    links = tuple(dict.fromkeys(link.href for link in message.links if is_screenshot_link(link.href, hosts)))
+    return MailProof(ref=ref, sender=message.sender_email, images=images, links=links)
 
 
 def _meta(message: ParsedMessage) -> dict[str, Any]:
@@ -199,21 +218,23 @@ def _process_rows(
             if store.set_raw_outcome(session, row.id, status="quarantined", reason=reason, now=now, only_if="new"):
                 summary.counts["quarantined"] += 1
         for row, outcome in zip(live, outcomes, strict=True):
-            status = apply_outcome(session, row, outcome, now=now)
+            status = apply_outcome(session, row, outcome, now=now, team=context.team)
             if status is not None:
                 summary.counts[status] += 1
         session.commit()
     return summary
 
 
-def apply_outcome(session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime) -> str | None:
+def apply_outcome(
+    session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime, team: TeamRules | None = None
+) -> str | None:
     """Write one outcome in a savepoint; a database error quarantines just this message.
 
     Returns the status written, or None when another process handled the message first.
     """
     try:
         with session.begin_nested():
-            return _write_outcome(session, row, outcome, now=now)
+            return _write_outcome(session, row, outcome, now=now, team=team or TeamRules())
     except Exception as exc:
         log.error("message %s could not be stored: %s", row.id, describe_error(exc))
         with session.begin_nested():
@@ -223,7 +244,9 @@ def apply_outcome(session: Any, row: store.PendingRaw, outcome: Outcome, *, now:
         return None
 
 
-def _write_outcome(session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime) -> str | None:
+def _write_outcome(
+    session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime, team: TeamRules
+) -> str | None:
     # The status changes only if it is still what it was when the message was read: when two processes
     # handle the same message, the second one's update touches no row and it writes nothing else.
     meta = {key: value for key, value in outcome.meta.items() if key in ("subject", "sender", "date")}
@@ -244,6 +267,9 @@ def _write_outcome(session: Any, row: store.PendingRaw, outcome: Outcome, *, now
             at=now,
         )
         return "card"
+    if outcome.status == "proof" and outcome.proof is not None:
+        status, reason = record_mail_proof(session, team, row.id, outcome.proof, now=now)
+        outcome = Outcome(status, reason, meta=outcome.meta)
     if not store.set_raw_outcome(
         session,
         row.id,
@@ -261,9 +287,11 @@ def _write_outcome(session: Any, row: store.PendingRaw, outcome: Outcome, *, now
     if existing is None:
         raw = store.get_raw(session, row.id)
         assert raw is not None
-        store.add_card(
+        card = store.add_card(
             session, raw_id=row.id, message_id=raw.message_id, parser=outcome.parser, data=outcome.card, now=now
         )
+        if team.managers:
+            assign_new(session, card, team, now=now)
     else:
         store.update_card_fields(session, existing, parser=outcome.parser, data=outcome.card, now=now)
     return "card"

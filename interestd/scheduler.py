@@ -142,7 +142,7 @@ class Daemon:
                 watcher.stop()
             self._idle_watchers.clear()
             for job in self.scheduler.get_jobs():
-                if job.id.startswith(("poll:", "watchdog")):
+                if job.id.startswith(("poll:", "watchdog", "claim-window")):
                     job.remove()
             if database is not None:
                 self.database.dispose()
@@ -183,7 +183,19 @@ class Daemon:
         self._schedule_extra()
 
     def _schedule_extra(self) -> None:
-        """Jobs beyond polling (the nightly report) are added here."""
+        """Jobs beyond polling: the claim window (and the nightly report)."""
+        if self.settings.assignment.policy == "first_claim" and self.settings.assignment.claim_timeout:
+            self.scheduler.add_job(
+                self._claim_window_job, "interval", seconds=60, id="claim-window", replace_existing=True
+            )
+
+    def _claim_window_job(self) -> None:
+        from interestd.work import assign_overdue
+
+        try:
+            assign_overdue(self.database, self.settings)
+        except Exception as exc:
+            log.error("claim window: %s", describe_error(exc))
 
     def poll_soon(self, name: str) -> None:
         """Run a mailbox's poll now (IDLE saw new mail); if one is running, run again right after it."""

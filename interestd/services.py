@@ -55,7 +55,10 @@ _REF = re.compile(r"^\s*(?:INT-?)?(\d+)\s*$", re.IGNORECASE)
 
 
 def open_database(settings: Settings) -> Database:
-    """The database of these settings, checked to have the schema this code needs (a new one is initialised)."""
+    """The database of these settings, checked to have the schema this code needs (a new one is initialised),
+    with the managers of the config synced into it."""
+    from interestd.work import sync_managers
+
     database = Database(
         settings.database_url,
         busy_timeout=settings.database.busy_timeout.total_seconds(),
@@ -63,6 +66,7 @@ def open_database(settings: Settings) -> Database:
     )
     try:
         check_schema(database)
+        sync_managers(database, settings)
     except Exception:
         database.dispose()
         raise
@@ -73,10 +77,12 @@ def build_context(settings: Settings) -> PipelineContext:
     """The pipeline's view of the settings: parsers, phone region, limits."""
     from interestd.custom import build_custom_parsers
     from interestd.products import ProductRules
+    from interestd.work import TeamRules
 
     return PipelineContext(
         registry=load_registry(build_custom_parsers(settings.custom_parsers)),
         products=ProductRules.from_settings(settings.products),
+        team=TeamRules.from_settings(settings),
         phone_region=settings.general.phone_region,
         max_attempts=settings.limits.max_attempts,
         batch_size=settings.limits.batch_size,
@@ -207,6 +213,7 @@ def event_record(event: Event) -> dict[str, Any]:
         "kind": event.kind,
         "actor": event.actor,
         "manager": event.manager,
+        "rule": event.rule,
         "detail": event.detail,
     }
 
@@ -360,6 +367,7 @@ def configured_mailboxes(settings: Settings, names: Sequence[str] = ()) -> list[
 def poll_once(settings: Settings, database: Database, context: PipelineContext, names: Sequence[str] = ()) -> list[Any]:
     """One poll of every folder of every mailbox, then processing: exactly what the daemon's poll job does."""
     from interestd.polling import poll_mailbox
+    from interestd.work import assign_overdue
 
     results = []
     for mailbox in configured_mailboxes(settings, names):
@@ -372,6 +380,7 @@ def poll_once(settings: Settings, database: Database, context: PipelineContext, 
                 max_message_bytes=settings.limits.max_message_bytes,
             )
         )
+    assign_overdue(database, settings)
     return results
 
 

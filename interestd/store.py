@@ -12,7 +12,18 @@ from sqlmodel import Session
 
 from interestd.card import CardData
 from interestd.db import insert_ignoring_duplicates
-from interestd.models import Card, Event, MailboxState, PendingAction, RawMessage, UTCDateTime, utcnow
+from interestd.models import (
+    AuthorOwner,
+    Card,
+    Event,
+    MailboxState,
+    Manager,
+    PendingAction,
+    Proof,
+    RawMessage,
+    UTCDateTime,
+    utcnow,
+)
 
 CARD_FIELDS = (
     "source_type",
@@ -259,10 +270,20 @@ def add_event(
     detail: str | None = None,
     data: dict[str, Any] | None = None,
     at: datetime | None = None,
+    rule: str | None = None,
 ) -> None:
     assert card_id is not None
     session.add(
-        Event(card_id=card_id, at=at or utcnow(), kind=kind, actor=actor, manager=manager, detail=detail, data=data)
+        Event(
+            card_id=card_id,
+            at=at or utcnow(),
+            kind=kind,
+            actor=actor,
+            manager=manager,
+            detail=detail,
+            data=data,
+            rule=rule,
+        )
     )
 
 
@@ -450,3 +471,182 @@ def drop_stale_pending_actions(session: Session, mailbox: str, folder: str, uidv
         )
     )
     return result.rowcount or 0
+
+
+# --- managers, ownership and the work on cards --------------------------------------------------------------
+
+
+def sync_managers(session: Session, managers: Sequence[Any], *, now: datetime | None = None) -> int:
+    """Make the manager table match the config; managers no longer configured stay, marked so. Returns changes."""
+    now = now or utcnow()
+    existing = {m.login: m for m in session.scalars(select(Manager))}
+    changes = 0
+    for spec in managers:
+        values = {
+            "display_name": spec.name,
+            "emails": list(spec.emails),
+            "groups": list(spec.groups),
+            "capacity": spec.capacity,
+            "active": spec.active,
+            "in_config": True,
+            "away": [{"from": p.start.isoformat(), "to": p.end.isoformat()} for p in spec.away],
+        }
+        row = existing.pop(spec.login, None)
+        if row is None:
+            session.add(Manager(login=spec.login, created_at=now, updated_at=now, **values))
+            changes += 1
+        elif any(getattr(row, key) != value for key, value in values.items()):
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.updated_at = now
+            changes += 1
+    for row in existing.values():
+        if row.in_config:
+            row.in_config, row.updated_at = False, now
+            changes += 1
+    session.flush()
+    return changes
+
+
+def managers_in_db(session: Session) -> list[Manager]:
+    return list(session.scalars(select(Manager).order_by(Manager.login)))
+
+
+def open_cards_by_manager(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Card.responsible, func.count())
+        .where(Card.responsible.is_not(None), Card.processed.is_(False))
+        .group_by(Card.responsible)
+    ).all()
+    return {login: count for login, count in rows}
+
+
+def last_assigned_by_manager(session: Session) -> dict[str, datetime]:
+    rows = session.execute(
+        select(Card.responsible, func.max(Card.assigned_at))
+        .where(Card.responsible.is_not(None))
+        .group_by(Card.responsible)
+    ).all()
+    return {login: moment for login, moment in rows if moment is not None}
+
+
+def last_manager_by_rule(session: Session, rule: str) -> str | None:
+    return session.scalar(
+        select(Event.manager).where(Event.rule == rule, Event.manager.is_not(None)).order_by(Event.id.desc()).limit(1)
+    )
+
+
+def owners_of(session: Session, identities: Sequence[str]) -> dict[str, AuthorOwner]:
+    if not identities:
+        return {}
+    rows = session.scalars(select(AuthorOwner).where(AuthorOwner.identity.in_(list(identities))))
+    return {row.identity: row for row in rows}
+
+
+def take_ownership(
+    session: Session, identities: Sequence[str], manager: str, card_id: int | None, *, now: datetime | None = None
+) -> dict[str, str]:
+    """Record `manager` as the owner of these identities where nobody owns them; return every identity's owner.
+
+    The insert is the atomic step: of two managers claiming the same person at once, the second sees the first's
+    row (PostgreSQL waits on the unique key; SQLite writers are serialised) and learns who has the person.
+    """
+    if not identities:
+        return {}
+    now = now or utcnow()
+    dialect = session.get_bind().dialect.name
+    session.execute(
+        insert_ignoring_duplicates(dialect, AuthorOwner.__table__),
+        [{"identity": i, "manager": manager, "card_id": card_id, "since": now} for i in identities],
+    )
+    return {identity: row.manager for identity, row in owners_of(session, identities).items()}
+
+
+def move_ownership(
+    session: Session, identities: Sequence[str], manager: str, card_id: int | None, *, now: datetime | None = None
+) -> None:
+    """Give these identities to `manager` (a reassignment or a forced claim)."""
+    if not identities:
+        return
+    now = now or utcnow()
+    session.execute(
+        update(AuthorOwner)
+        .where(AuthorOwner.identity.in_(list(identities)))
+        .values(manager=manager, card_id=card_id, since=now)
+    )
+    take_ownership(session, identities, manager, card_id, now=now)
+
+
+def drop_ownership(session: Session, identities: Sequence[str], manager: str) -> None:
+    if identities:
+        session.execute(
+            delete(AuthorOwner).where(AuthorOwner.identity.in_(list(identities)), AuthorOwner.manager == manager)
+        )
+
+
+def claim_card(session: Session, card_id: int, manager: str, *, now: datetime, force: bool = False) -> bool:
+    """The atomic claim: one UPDATE that only succeeds while nobody is responsible (or always, with force)."""
+    statement = update(Card).where(Card.id == card_id)
+    if not force:
+        statement = statement.where(Card.responsible.is_(None))
+    result = session.execute(statement.values(responsible=manager, assigned_at=now, updated_at=now))
+    return bool(result.rowcount)
+
+
+def set_responsible(session: Session, card_id: int, manager: str | None, *, now: datetime) -> None:
+    session.execute(
+        update(Card)
+        .where(Card.id == card_id)
+        .values(responsible=manager, assigned_at=now if manager else None, updated_at=now)
+    )
+
+
+def unassigned_since(session: Session, before: datetime, *, limit: int = 500) -> list[Card]:
+    """Open cards nobody claimed that came in before `before` (the claim window has passed)."""
+    return list(
+        session.scalars(
+            select(Card)
+            .where(Card.responsible.is_(None), Card.processed.is_(False), Card.received_at < before)
+            .order_by(Card.received_at)
+            .limit(limit)
+        )
+    )
+
+
+def mark_processed(session: Session, card_id: int, *, now: datetime, screenshot: str | None, replied: bool) -> None:
+    values: dict[str, Any] = {"processed": True, "processed_at": now, "updated_at": now, "replied": replied}
+    if screenshot is not None:
+        values["screenshot"] = screenshot
+    session.execute(update(Card).where(Card.id == card_id).values(**values))
+
+
+def add_proof(
+    session: Session,
+    card_id: int,
+    *,
+    kind: str,
+    location: str,
+    added_by: str | None,
+    now: datetime,
+    sha256: str | None = None,
+    content_type: str | None = None,
+    size: int | None = None,
+    raw_message_id: int | None = None,
+) -> None:
+    session.add(
+        Proof(
+            card_id=card_id,
+            kind=kind,
+            location=location,
+            sha256=sha256,
+            content_type=content_type,
+            size=size,
+            added_by=added_by,
+            added_at=now,
+            raw_message_id=raw_message_id,
+        )
+    )
+
+
+def proofs_of(session: Session, card_id: int) -> list[Proof]:
+    return list(session.scalars(select(Proof).where(Proof.card_id == card_id).order_by(Proof.id)))

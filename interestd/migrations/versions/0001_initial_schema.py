@@ -133,6 +133,20 @@ def upgrade() -> None:
     op.create_index("ix_card_source_occurred", "card", ["source_type", "occurred_at"], unique=False)
 
     op.create_table(
+        "author_owner",
+        sa.Column("identity", sa.Text(), nullable=False),
+        sa.Column("manager", sa.String(length=100), nullable=False),
+        sa.Column("card_id", sa.Integer(), nullable=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["card_id"],
+            ["card.id"],
+        ),
+        sa.PrimaryKeyConstraint("identity"),
+    )
+    op.create_index("ix_author_owner_manager", "author_owner", ["manager"], unique=False)
+
+    op.create_table(
         "event",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("card_id", sa.Integer(), nullable=False),
@@ -140,6 +154,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("actor", sa.String(length=100), nullable=True),
         sa.Column("manager", sa.String(length=100), nullable=True),
+        sa.Column("rule", sa.String(length=60), nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.Column("data", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
@@ -150,10 +165,37 @@ def upgrade() -> None:
     )
     op.create_index("ix_event_card_at", "event", ["card_id", "at"], unique=False)
     op.create_index("ix_event_kind_at", "event", ["kind", "at"], unique=False)
+    op.create_index("ix_event_rule_id", "event", ["rule", "id"], unique=False)
+
+    op.create_table(
+        "proof",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("card_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("location", sa.Text(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=True),
+        sa.Column("content_type", sa.String(length=100), nullable=True),
+        sa.Column("size", sa.Integer(), nullable=True),
+        sa.Column("added_by", sa.String(length=100), nullable=True),
+        sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("raw_message_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["card_id"],
+            ["card.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["raw_message_id"],
+            ["raw_message.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_proof_card", "proof", ["card_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("proof")
     op.drop_table("event")
+    op.drop_table("author_owner")
     op.drop_table("card")
     op.drop_table("raw_message")
     op.drop_table("pending_action")
