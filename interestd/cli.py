@@ -429,6 +429,11 @@ def status(
             f"backlog: {report.unprocessed_cards} unprocessed cards ({report.unassigned_cards} unassigned), "
             f"{report.pending_messages} messages waiting to be processed"
         )
+        run = report.last_report
+        if run is not None:
+            when = _local(run.sent_at or run.claimed_at, settings)
+            error = f": {run.last_error}" if run.last_error and run.status != "sent" else ""
+            typer.echo(terminal_text(f"report: {run.period_key} {run.status} {when}{error}"))
     if not report.healthy:
         for problem in report.problems:
             typer.echo(f"interestd: unhealthy: {problem}", err=True)
@@ -797,6 +802,49 @@ def history(
         rule = f" [{event.rule}]" if event.rule else ""
         detail = f": {event.detail}" if event.detail else ""
         typer.echo(terminal_text(f"  {_local(event.at, settings)}  {event.kind}{whom}{who}{rule}{detail}"))
+
+
+# --- the summary report -------------------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    period: Annotated[
+        str | None, typer.Option("--period", help="day, week or month (default: [report] period).")
+    ] = None,
+    day: Annotated[
+        str | None, typer.Option("--date", help="A date in the period (default: the last complete one).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the HTML report to this file.")] = None,
+    send_it: Annotated[bool, typer.Option("--send", help="Mail it to [smtp] to.")] = False,
+) -> None:
+    """The summary report: every source side by side, products, managers, the queue, health."""
+    from datetime import date
+
+    from interestd.report.delivery import mail_report, make_report
+
+    if period is not None and period not in ("day", "week", "month"):
+        raise UsageError(f"unknown period {period!r} (day, week or month)")
+    try:
+        chosen_day = date.fromisoformat(day) if day else None
+    except ValueError:
+        raise UsageError(f"not a date: {day!r} (use YYYY-MM-DD)") from None
+    state = _state(ctx)
+    settings = state.settings()
+    with state.database().session() as session:
+        built_period, rendered = make_report(session, settings, kind=period, day=chosen_day)
+    if out is not None:
+        try:
+            out.write_text(rendered.html, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+        typer.echo(f"{rendered.subject}: written to {out}", err=True)
+    if send_it:
+        mail_report(settings, rendered, built_period)
+        typer.echo(f"{rendered.subject}: sent to {', '.join(settings.smtp.to) if settings.smtp else ''}", err=True)
+    if out is None and not send_it:
+        typer.echo(rendered.text)
 
 
 # --- stored mail --------------------------------------------------------------------------------------------

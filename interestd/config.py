@@ -64,6 +64,16 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def check_zone(value: str) -> str:
+    """An IANA zone name (or "local"), or a ValueError saying what is wrong."""
+    if value != "local":
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)") from exc
+    return value
+
+
 class Section(BaseModel):
     """Base of every config table: unknown keys are errors, values are immutable once loaded."""
 
@@ -77,12 +87,7 @@ class GeneralSettings(Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        if value != "local":
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)") from exc
-        return value
+        return check_zone(value)
 
     @field_validator("phone_region")
     @classmethod
@@ -332,6 +337,65 @@ class ProofSettings(Section):
     url_hosts: list[str] = Field(default_factory=lambda: list(_DEFAULT_PROOF_HOSTS))
 
 
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+class ReportSettings(Section):
+    """The summary report: what period, when the daemon mails it, in which language and zone."""
+
+    enabled: bool = True
+    period: Literal["day", "week", "month"] = "day"
+    at: str = "07:00"
+    timezone: str | None = None
+    language: Literal["ru", "en"] = "ru"
+    queue_top: int = Field(default=20, ge=0, le=500)
+    silent_lookback_days: int = Field(default=28, ge=7, le=365)
+    silent_min_active_days: int = Field(default=7, ge=1, le=365)
+
+    @field_validator("at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError('expected a time of day such as "07:00"')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return check_zone(value) if value is not None else None
+
+
+class SmtpSettings(Section):
+    """Where the report is mailed from."""
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["ssl", "starttls", "none"] = "starttls"
+    verify: bool = True
+    ca_file: Path | None = None
+    user: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    sender: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    timeout: Duration = timedelta(seconds=30)
+    retries: int = Field(default=5, ge=0, le=50)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _plain_only_on_loopback(self) -> SmtpSettings:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(f'security = "none" refused for {self.host}, which is not a loopback address')
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return {"ssl": 465, "starttls": 587, "none": 25}[self.security]
+
+
 class ProductRule(Section):
     """[[products]]: a product named when a card's link, the community/page named in the mail, or its words match."""
 
@@ -458,6 +522,8 @@ class Settings(Section):
     managers: list[ManagerSettings] = Field(default_factory=list)
     assignment: AssignmentSettings = AssignmentSettings()
     proofs: ProofSettings = ProofSettings()
+    report: ReportSettings = ReportSettings()
+    smtp: SmtpSettings | None = None
 
     _source: Path | None = PrivateAttr(default=None)
     _data_dir: Path = PrivateAttr(default=Path("."))
@@ -489,6 +555,10 @@ class Settings(Section):
     @property
     def zone(self) -> ZoneInfo:
         return resolve_zone(self.general.timezone)
+
+    @property
+    def report_zone(self) -> ZoneInfo:
+        return resolve_zone(self.report.timezone or self.general.timezone)
 
     def secret(self, name: str) -> str | None:
         """A resolved secret by its dotted key (e.g. "imap.password"), or None when none is configured."""

@@ -1,7 +1,7 @@
 """Engine and sessions for SQLite or PostgreSQL, schema version checks, and migrations through alembic.
 
 The engine-specific details (SQLite pragmas and transaction start, PostgreSQL advisory locks, the
-insert-or-ignore form) live here and only here, so the rest of the code speaks one SQL.
+insert-or-ignore form, date arithmetic) live here and only here, so the rest of the code speaks one SQL.
 """
 
 from __future__ import annotations
@@ -121,6 +121,24 @@ def insert_ignoring_duplicates(db_dialect: str, table: Any) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def seconds_between(later: Any, earlier: Any, dialect: str) -> Any:
+    """SQL for the seconds from `earlier` to `later` (two timestamp columns), on either engine."""
+    from sqlalchemy import Float, cast, func
+
+    if dialect == "postgresql":
+        return func.extract("epoch", later - earlier)
+    return cast((func.julianday(later) - func.julianday(earlier)) * 86400.0, Float)
+
+
+def utc_day(column: Any, dialect: str) -> Any:
+    """SQL for the UTC calendar day of a timestamp column, on either engine."""
+    from sqlalchemy import Date, cast, func
+
+    if dialect == "postgresql":
+        return cast(func.timezone("UTC", column), Date)
+    return func.date(column)
 
 
 def current_revision(engine: Engine) -> str | None:

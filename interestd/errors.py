@@ -36,9 +36,13 @@ class SchemaError(DatabaseError):
 
 
 class DeliveryError(InterestdError):
-    """Mail (the report) could not be delivered."""
+    """Mail (the report) could not be delivered; `permanent` when trying again will not help."""
 
     exit_code = 5
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class NotFoundError(InterestdError):

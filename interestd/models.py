@@ -214,3 +214,18 @@ class Proof(SQLModel, table=True):
     added_by: str | None = Field(default=None, max_length=100)
     added_at: datetime = _time(nullable=False)
     raw_message_id: int | None = Field(default=None, foreign_key="raw_message.id")
+
+
+class ReportRun(SQLModel, table=True):
+    """One scheduled report: claimed before sending, so it goes out once per period even with two daemons."""
+
+    __tablename__ = "report_run"
+
+    period_key: str = Field(primary_key=True, max_length=40)  # e.g. day:2026-11-20
+    status: str = Field(max_length=20)  # sending | sent | failed | interrupted
+    attempts: int = 0
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_at: datetime | None = _time()
+    sent_at: datetime | None = _time()
+    next_attempt_at: datetime | None = _time()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -74,9 +75,20 @@ class Daemon:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
+    @property
+    def identity(self) -> str:
+        """Who this daemon is, in claims other processes can read: host and process id."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
     def run(self) -> int:
         """Run until asked to stop; returns the process exit code."""
+        from interestd.report.delivery import note_interrupted
+
         self._install_signal_handlers()
+        try:
+            note_interrupted(self.database)
+        except Exception as exc:
+            log.error("could not check for interrupted reports: %s", describe_error(exc))
         self._schedule()
         self.scheduler.start()
         names = ", ".join(m.name for m in self.settings.all_mailboxes()) or "none"
@@ -142,7 +154,7 @@ class Daemon:
                 watcher.stop()
             self._idle_watchers.clear()
             for job in self.scheduler.get_jobs():
-                if job.id.startswith(("poll:", "watchdog", "claim-window")):
+                if job.id.startswith(("poll:", "watchdog", "claim-window", "report")):
                     job.remove()
             if database is not None:
                 self.database.dispose()

@@ -442,6 +442,7 @@ class StatusReport:
     pending_messages: int
     healthy: bool
     problems: list[str]
+    last_report: Any = None
 
 
 def status(settings: Settings, session: Session, *, now: datetime | None = None) -> StatusReport:
@@ -484,6 +485,7 @@ def status(settings: Settings, session: Session, *, now: datetime | None = None)
         pending_messages=counts.get("new", 0),
         healthy=not problems,
         problems=problems,
+        last_report=store.latest_report_run(session),
     )
 
 

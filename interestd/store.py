@@ -21,6 +21,7 @@ from interestd.models import (
     PendingAction,
     Proof,
     RawMessage,
+    ReportRun,
     UTCDateTime,
     utcnow,
 )
@@ -650,3 +651,54 @@ def add_proof(
 
 def proofs_of(session: Session, card_id: int) -> list[Proof]:
     return list(session.scalars(select(Proof).where(Proof.card_id == card_id).order_by(Proof.id)))
+
+
+# --- scheduled reports --------------------------------------------------------------------------------------
+
+
+def claim_report(session: Session, period_key: str, who: str, *, now: datetime) -> bool:
+    """Take the right to send a period's report: a new row, or a failed one whose retry time has come."""
+    dialect = session.get_bind().dialect.name
+    inserted = session.execute(
+        insert_ignoring_duplicates(dialect, ReportRun.__table__).returning(ReportRun.__table__.c.period_key),
+        [{"period_key": period_key, "status": "sending", "attempts": 0, "claimed_by": who, "claimed_at": now}],
+    ).first()
+    if inserted:
+        return True
+    retried = session.execute(
+        update(ReportRun)
+        .where(ReportRun.period_key == period_key, ReportRun.status == "failed", ReportRun.next_attempt_at <= now)
+        .values(status="sending", claimed_by=who, claimed_at=now)
+    )
+    return bool(retried.rowcount)
+
+
+def finish_report(
+    session: Session, period_key: str, *, now: datetime, error: str | None, retry_at: datetime | None
+) -> None:
+    values: dict[str, Any] = {"attempts": ReportRun.attempts + 1}
+    if error is None:
+        values.update(status="sent", sent_at=now, last_error=None, next_attempt_at=None)
+    else:
+        values.update(status="failed" if retry_at else "gave_up", last_error=error[:2000], next_attempt_at=retry_at)
+    session.execute(update(ReportRun).where(ReportRun.period_key == period_key).values(**values))
+
+
+def report_run(session: Session, period_key: str) -> ReportRun | None:
+    return session.get(ReportRun, period_key)
+
+
+def interrupted_reports(session: Session, older_than: datetime) -> list[str]:
+    """Reports left "sending" by a process that died: whether they went out is unknown."""
+    keys = list(
+        session.scalars(
+            select(ReportRun.period_key).where(ReportRun.status == "sending", ReportRun.claimed_at < older_than)
+        )
+    )
+    if keys:
+        session.execute(update(ReportRun).where(ReportRun.period_key.in_(keys)).values(status="interrupted"))
+    return keys
+
+
+def latest_report_run(session: Session) -> ReportRun | None:
+    return session.scalars(select(ReportRun).order_by(ReportRun.claimed_at.desc()).limit(1)).first()

@@ -202,7 +202,7 @@ def test_the_commented_examples_are_valid_when_uncommented(tmp_path: Path, heade
     text = _commented_block(header)
     # Documentation lines inside a block (plain prose) are comments in TOML too once "# " is removed: drop them.
     text = "\n".join(line for line in text.splitlines() if re.match(r"^\s*(\[|[\w.]+\s*=)", line))
-    environ = {"INTERESTD_IMAP_PASSWORD": "x", "INTERESTD_SALES_PASSWORD": "x"}
+    environ = {"INTERESTD_IMAP_PASSWORD": "x", "INTERESTD_SALES_PASSWORD": "x", "INTERESTD_SMTP_PASSWORD": "x"}
     text = text.replace('password_file = "imap-password"\n', "").replace('password_file = "sales-password"\n', "")
     text = re.sub(r"^password_file = .*$", "", text, flags=re.MULTILINE)
     text = re.sub(r"^ca_file = .*$", "", text, flags=re.MULTILINE)

@@ -87,6 +87,18 @@ def upgrade() -> None:
     op.create_index("ix_raw_message_stored_at", "raw_message", ["stored_at"], unique=False)
 
     op.create_table(
+        "report_run",
+        sa.Column("period_key", sa.String(length=40), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("claimed_by", sa.String(length=200), nullable=True),
+        sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("period_key"),
+    )
+    op.create_table(
         "card",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("raw_message_id", sa.Integer(), nullable=False),
@@ -197,6 +209,7 @@ def downgrade() -> None:
     op.drop_table("event")
     op.drop_table("author_owner")
     op.drop_table("card")
+    op.drop_table("report_run")
     op.drop_table("raw_message")
     op.drop_table("pending_action")
     op.drop_table("manager")

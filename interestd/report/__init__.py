@@ -1,0 +1,1 @@
+"""The summary report: SQL aggregates (data), HTML and text (render), SMTP delivery (mailer)."""
