@@ -288,6 +288,9 @@ def poll(
             + (" (UIDVALIDITY changed, rescanned)" if f.rescanned else "")
             for f in result.folders
         )
+        if result.polled_by:
+            typer.echo(f"{result.mailbox}: being polled by {result.polled_by} right now; nothing done here")
+            continue
         if result.error:
             failed = True
             typer.echo(f"{result.mailbox}: failed: {result.error}", err=True)
@@ -397,6 +400,9 @@ def status(
                 "unprocessed_cards": report.unprocessed_cards,
                 "unassigned_cards": report.unassigned_cards,
                 "pending_messages": report.pending_messages,
+                "pollers": {
+                    name: {"holder": holder, "until": until} for name, (holder, until) in report.pollers.items()
+                },
                 "folders": [
                     {
                         "mailbox": f.mailbox,
@@ -422,6 +428,8 @@ def status(
             line = f"{mark} {folder.mailbox}/{folder.folder}: last success {success}, last poll {polled}"
             if folder.last_error:
                 line += f"; last error {_local(folder.last_error_at, settings)}: {folder.last_error}"
+            if folder.mailbox in report.pollers:
+                line += f"; polled by {report.pollers[folder.mailbox][0]}"
             typer.echo(terminal_text(line))
         counts = ", ".join(f"{count} {name}" for name, count in sorted(report.counts.items())) or "none"
         typer.echo(f"messages: {counts}")

@@ -194,16 +194,27 @@ def upgrade(database: Database, revision: str = "head") -> tuple[str | None, str
     """Apply migrations up to `revision`; safe to run twice and from two hosts at once. Returns (before, after)."""
     from alembic import command
 
-    before = current_revision(database.engine)
-    with database.write_engine.connect() as connection, _migration_lock(connection):
-        config = alembic_config(connection)
-        command.upgrade(config, revision)
-        connection.commit()
-    return before, current_revision(database.engine)
+    try:
+        with database.write_engine.connect() as connection, _migration_lock(connection):
+            before = _revision_on(connection)
+            command.upgrade(alembic_config(connection), revision)
+            after = _revision_on(connection)
+            connection.commit()
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot upgrade the database: {_short(exc)}") from None
+    return before, after
+
+
+def _revision_on(connection: Any) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+    return row[0] if row else None
 
 
 @contextlib.contextmanager
 def _migration_lock(connection: Any) -> Iterator[None]:
+    """Serialise migrations: a PostgreSQL advisory lock; on SQLite, one BEGIN IMMEDIATE transaction for all."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATIONS_LOCK_ID})
         connection.commit()
@@ -214,7 +225,7 @@ def _migration_lock(connection: Any) -> Iterator[None]:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATIONS_LOCK_ID})
             connection.commit()
     else:
-        # SQLite: the migration's own BEGIN IMMEDIATE transaction serialises concurrent upgrades.
+        connection.begin()  # the write engine makes this BEGIN IMMEDIATE: the second upgrader waits here
         yield
 
 

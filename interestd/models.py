@@ -229,3 +229,14 @@ class ReportRun(SQLModel, table=True):
     sent_at: datetime | None = _time()
     next_attempt_at: datetime | None = _time()
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Lease(SQLModel, table=True):
+    """Who may do a job for now (poll a mailbox): taken when free or expired, renewed while working."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=300)
+    holder: str = Field(max_length=300)
+    acquired_at: datetime = _time(nullable=False)
+    expires_at: datetime = _time(nullable=False)

@@ -27,6 +27,29 @@ from interestd.sources import imap
 log = logging.getLogger(__name__)
 
 RESCAN_MARGIN = timedelta(days=2)  # after a UIDVALIDITY change, look back this far before the last good poll
+MIN_LEASE = timedelta(seconds=5)
+
+
+def lease_ttl(settings: MailboxSettings) -> timedelta:
+    """How long a poller's hold on a mailbox lasts without renewal: one interval (at least a few seconds)."""
+    return max(settings.interval, MIN_LEASE)
+
+
+def take_lease(
+    database: Database, settings: MailboxSettings, holder: str, *, clock: Callable[[], datetime] = utcnow
+) -> tuple[bool, Any]:
+    """Take or renew the right to poll a mailbox; (taken, the lease row as it is now)."""
+    name = f"mailbox:{settings.name}"
+    with database.session(write=True) as session:
+        taken = store.acquire_lease(session, name, holder, ttl=lease_ttl(settings), now=clock())
+        session.commit()
+        return taken, store.lease(session, name)
+
+
+def give_up_lease(database: Database, settings: MailboxSettings, holder: str) -> None:
+    with database.session(write=True) as session:
+        store.release_lease(session, f"mailbox:{settings.name}", holder)
+        session.commit()
 
 
 @dataclass
@@ -52,6 +75,8 @@ class PollResult:
     processed: ProcessSummary = field(default_factory=ProcessSummary)
     error: str | None = None
     seconds: float = 0.0
+    polled_by: str | None = None  # another poller holds the mailbox: nothing was done
+    lease_expires: datetime | None = None
 
     @property
     def fetched(self) -> int:
@@ -99,17 +124,74 @@ def poll_mailbox(
     should_stop: StopCheck = _never,
     process: bool = True,
     clock: Callable[[], datetime] = utcnow,
+    holder: str | None = None,
+    keep_lease: bool = True,
 ) -> PollResult:
-    """Fetch what is new in every folder of the mailbox, store it, do the post-actions, then process it."""
+    """Fetch what is new in every folder of the mailbox, store it, do the post-actions, then process it.
+
+    With a `holder`, the poll first takes the mailbox's lease (one poller per mailbox across hosts), renews it
+    between batches, and stops if it is lost; when another poller holds it, nothing is done.
+    """
     started = time.monotonic()
     result = PollResult(settings.name)
+    if holder is not None:
+        taken, current = take_lease(database, settings, holder, clock=clock)
+        if not taken:
+            result.polled_by, result.lease_expires = current.holder, current.expires_at
+            return result
+        should_stop = _renewing(database, settings, holder, should_stop, clock)
+    try:
+        _fetch(
+            database,
+            settings,
+            password,
+            result,
+            max_message_bytes=max_message_bytes,
+            should_stop=should_stop,
+            clock=clock,
+        )
+        if process and not should_stop():
+            result.processed = process_pending(database, context, should_stop=should_stop)
+    finally:
+        if holder is not None and not keep_lease:
+            give_up_lease(database, settings, holder)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _renewing(
+    database: Database, settings: MailboxSettings, holder: str, should_stop: StopCheck, clock: Callable[[], datetime]
+) -> StopCheck:
+    """A stop check that also renews the lease; losing it stops the poll (another host has the mailbox now)."""
+
+    def check() -> bool:
+        if should_stop():
+            return True
+        taken, current = take_lease(database, settings, holder, clock=clock)
+        if not taken:
+            log.warning("%s: lost the mailbox to %s; stopping this poll", settings.name, current.holder)
+        return not taken
+
+    return check
+
+
+def _fetch(
+    database: Database,
+    settings: MailboxSettings,
+    password: str | None,
+    result: PollResult,
+    *,
+    max_message_bytes: int,
+    should_stop: StopCheck,
+    clock: Callable[[], datetime],
+) -> None:
+    """The IMAP part of a poll: every folder, batch by batch; errors end up in result.error as one line."""
     try:
         connection = imap.connect(settings, password)
     except MailboxError as exc:
         result.error = str(exc)
         _record(database, settings, None, error=result.error, clock=clock)
-        result.seconds = time.monotonic() - started
-        return result
+        return
     try:
         for folder in settings.folders:
             if should_stop():
@@ -135,10 +217,6 @@ def poll_mailbox(
         imap.close(connection)
     if result.error:
         _record(database, settings, None, error=result.error, clock=clock)
-    if process and not should_stop():
-        result.processed = process_pending(database, context, should_stop=should_stop)
-    result.seconds = time.monotonic() - started
-    return result
 
 
 def _record(

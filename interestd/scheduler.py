@@ -6,6 +6,7 @@ and lifecycle: back off after errors, log one line per outage, stop within secon
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from interestd.config import MailboxSettings, Settings
 from interestd.db import Database, describe_error
 from interestd.errors import ConfigError, InterestdError
 from interestd.pipeline import PipelineContext
-from interestd.polling import PollResult, poll_mailbox
+from interestd.polling import PollResult, give_up_lease, lease_ttl, poll_mailbox
 from interestd.sources import imap
 
 log = logging.getLogger("interestd.daemon")
@@ -63,6 +64,8 @@ class Daemon:
         self._reload_event = threading.Event()
         self._health: dict[str, MailboxHealth] = {}
         self._rerun: set[str] = set()
+        self._held: set[str] = set()  # mailboxes whose lease this daemon holds
+        self._standing_by: set[str] = set()
         self._lock = threading.Lock()
         self._running = 0
         self._running_changed = threading.Condition()
@@ -123,6 +126,7 @@ class Daemon:
             while self._running and time.monotonic() < deadline:
                 self._running_changed.wait(deadline - time.monotonic())
             unfinished = self._running
+        self._release_leases()
         if unfinished:
             # A network call is still waiting on its timeout. Nothing it has not committed is lost: the
             # folder position only moves with the commit, so it is fetched again at the next start.
@@ -154,7 +158,7 @@ class Daemon:
                 watcher.stop()
             self._idle_watchers.clear()
             for job in self.scheduler.get_jobs():
-                if job.id.startswith(("poll:", "watchdog", "claim-window", "report")):
+                if job.id.startswith(("poll:", "watchdog", "claim-window", "report", "leases")):
                     job.remove()
             if database is not None:
                 self.database.dispose()
@@ -195,10 +199,25 @@ class Daemon:
         self._schedule_extra()
 
     def _schedule_extra(self) -> None:
-        """Jobs beyond polling: the claim window (and the nightly report)."""
+        """Jobs beyond polling: lease renewal, the claim window and the summary report."""
+        mailboxes = self.settings.all_mailboxes()
+        if mailboxes:
+            shortest = min(lease_ttl(m) for m in mailboxes)
+            self.scheduler.add_job(
+                self._renew_leases, "interval", seconds=shortest.total_seconds() / 3, id="leases", replace_existing=True
+            )
         if self.settings.assignment.policy == "first_claim" and self.settings.assignment.claim_timeout:
             self.scheduler.add_job(
                 self._claim_window_job, "interval", seconds=60, id="claim-window", replace_existing=True
+            )
+        if self.settings.report.enabled and self.settings.smtp is not None:
+            self.scheduler.add_job(
+                self._report_job,
+                "interval",
+                seconds=60,
+                id="report",
+                replace_existing=True,
+                next_run_time=datetime.now(UTC),
             )
 
     def _claim_window_job(self) -> None:
@@ -208,6 +227,14 @@ class Daemon:
             assign_overdue(self.database, self.settings)
         except Exception as exc:
             log.error("claim window: %s", describe_error(exc))
+
+    def _report_job(self) -> None:
+        from interestd.report.delivery import send_scheduled
+
+        try:
+            send_scheduled(self.database, self.settings, who=self.identity)
+        except Exception as exc:
+            log.error("report: %s", describe_error(exc))
 
     def poll_soon(self, name: str) -> None:
         """Run a mailbox's poll now (IDLE saw new mail); if one is running, run again right after it."""
@@ -223,6 +250,16 @@ class Daemon:
             log.debug("could not reschedule the poll of %s", name, exc_info=True)
 
     def _poll_job(self, name: str) -> None:
+        with self._running_changed:
+            self._running += 1
+        try:
+            self._poll(name)
+        finally:
+            with self._running_changed:
+                self._running -= 1
+                self._running_changed.notify_all()
+
+    def _poll(self, name: str) -> None:
         self._rerun.discard(name)
         mailbox = self.settings.mailbox(name)
         if mailbox is None or self.stop_event.is_set():
@@ -235,11 +272,64 @@ class Daemon:
                 self.settings.mailbox_password(mailbox),
                 max_message_bytes=self.settings.limits.max_message_bytes,
                 should_stop=self.stop_event.is_set,
+                holder=self.identity,
             )
         except Exception as exc:  # the database went away while processing, or a bug: never kill the daemon
             log.debug("poll of %s failed", name, exc_info=True)
             result = PollResult(name, error=f"{name}: {describe_error(exc)}")
+        if self.stop_event.is_set():
+            return
+        if result.polled_by is not None:
+            self._standby(mailbox, result)
+            return
+        self._standing_by.discard(name)
+        if result.error is None:
+            self._held.add(name)
+        else:
+            # Failing here (this host's network, say) must not keep a healthy standby from trying.
+            self._held.discard(name)
+            with contextlib.suppress(Exception):
+                give_up_lease(self.database, mailbox, self.identity)
         self._after_poll(mailbox, result)
+
+    def _standby(self, mailbox: MailboxSettings, result: PollResult) -> None:
+        """Another daemon polls this mailbox: try again just after its lease would run out."""
+        if mailbox.name not in self._standing_by:
+            log.info("%s: polled by %s; standing by", mailbox.name, result.polled_by)
+        self._held.discard(mailbox.name)
+        self._standing_by.add(mailbox.name)
+        now = datetime.now(UTC)
+        retry = min((result.lease_expires or now) + timedelta(seconds=0.5), now + mailbox.interval)
+        self._reschedule(mailbox.name, max(retry, now + timedelta(seconds=0.5)))
+
+    def _renew_leases(self) -> None:
+        """Keep the mailboxes this daemon polls while it waits for their next poll."""
+        from interestd.polling import take_lease
+
+        for name in list(self._held):
+            mailbox = self.settings.mailbox(name)
+            if mailbox is None:
+                self._held.discard(name)
+                continue
+            try:
+                taken, current = take_lease(self.database, mailbox, self.identity)
+            except Exception as exc:
+                log.debug("lease renewal of %s failed: %s", name, describe_error(exc))
+                continue
+            if not taken:
+                log.warning("%s: lost the mailbox to %s", name, current.holder)
+                self._held.discard(name)
+
+    def _release_leases(self) -> None:
+        """A clean stop hands the mailboxes over at once (a standby need not wait for the leases to run out)."""
+        for name in list(self._held):
+            mailbox = self.settings.mailbox(name)
+            if mailbox is not None:
+                try:
+                    give_up_lease(self.database, mailbox, self.identity)
+                except Exception as exc:
+                    log.debug("could not release the lease of %s: %s", name, describe_error(exc))
+        self._held.clear()
 
     def _after_poll(self, mailbox: MailboxSettings, result: PollResult) -> None:
         health = self._health.setdefault(mailbox.name, MailboxHealth())
@@ -260,7 +350,7 @@ class Daemon:
         health.failures += 1
         health.failing_since = health.failing_since or datetime.now(UTC)
         delay = min(FIRST_RETRY_SECONDS * 2 ** (health.failures - 1), mailbox.interval.total_seconds())
-        if health.failures == 1 or result.error != health.last_error:
+        if health.failures == 1:  # one line when an outage starts, one when it ends
             log.error("%s (retrying in %.0fs, then backing off up to %s)", result.error, delay, mailbox.interval)
         else:
             log.debug("%s (failure %d, retrying in %.0fs)", result.error, health.failures, delay)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -378,6 +380,8 @@ def poll_once(settings: Settings, database: Database, context: PipelineContext, 
                 mailbox,
                 settings.mailbox_password(mailbox),
                 max_message_bytes=settings.limits.max_message_bytes,
+                holder=f"cli:{socket.gethostname()}:{os.getpid()}",
+                keep_lease=False,
             )
         )
     assign_overdue(database, settings)
@@ -443,6 +447,7 @@ class StatusReport:
     healthy: bool
     problems: list[str]
     last_report: Any = None
+    pollers: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
 
 def status(settings: Settings, session: Session, *, now: datetime | None = None) -> StatusReport:
@@ -486,6 +491,11 @@ def status(settings: Settings, session: Session, *, now: datetime | None = None)
         healthy=not problems,
         problems=problems,
         last_report=store.latest_report_run(session),
+        pollers={
+            lease.name.removeprefix("mailbox:"): (lease.holder, lease.expires_at)
+            for lease in store.leases(session)
+            if lease.name.startswith("mailbox:") and lease.expires_at > now
+        },
     )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, literal, or_, select, tuple_, update
+from sqlalchemy import case, delete, func, literal, or_, select, tuple_, update
 from sqlmodel import Session
 
 from interestd.card import CardData
@@ -16,6 +16,7 @@ from interestd.models import (
     AuthorOwner,
     Card,
     Event,
+    Lease,
     MailboxState,
     Manager,
     PendingAction,
@@ -702,3 +703,39 @@ def interrupted_reports(session: Session, older_than: datetime) -> list[str]:
 
 def latest_report_run(session: Session) -> ReportRun | None:
     return session.scalars(select(ReportRun).order_by(ReportRun.claimed_at.desc()).limit(1)).first()
+
+
+# --- leases (one poller per mailbox across hosts) -----------------------------------------------------------
+
+
+def acquire_lease(session: Session, name: str, holder: str, *, ttl: timedelta, now: datetime) -> bool:
+    """Take or renew a lease: free, expired, or already ours. The insert or the guarded update is atomic."""
+    dialect = session.get_bind().dialect.name
+    inserted = session.execute(
+        insert_ignoring_duplicates(dialect, Lease.__table__).returning(Lease.__table__.c.name),
+        [{"name": name, "holder": holder, "acquired_at": now, "expires_at": now + ttl}],
+    ).first()
+    if inserted:
+        return True
+    taken = session.execute(
+        update(Lease)
+        .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
+        .values(
+            holder=holder,
+            expires_at=now + ttl,
+            acquired_at=case((Lease.holder == holder, Lease.acquired_at), else_=now),
+        )
+    )
+    return bool(taken.rowcount)
+
+
+def release_lease(session: Session, name: str, holder: str) -> None:
+    session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
+
+
+def lease(session: Session, name: str) -> Lease | None:
+    return session.get(Lease, name)
+
+
+def leases(session: Session) -> list[Lease]:
+    return list(session.scalars(select(Lease).order_by(Lease.name)))

@@ -130,6 +130,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(url)
 
 
+def fresh_database_url(database_url: str, tmp_path: Path, name: str) -> str:
+    """An empty database (no tables) on the same engine as `database_url`: a new file, or a new schema."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / f'{name}.db'}"
+    import psycopg
+
+    schema = f"{name}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     """An empty migrated SQLite database (for tests about behaviour that does not depend on the engine)."""

@@ -20,14 +20,17 @@ from tests.mailgen import letter
 class DaemonProcess:
     """One `interestd run` subprocess with its own config, SQLite database and log file."""
 
-    def __init__(self, tmp_path: Path, config: str, *, name: str = "daemon") -> None:
+    def __init__(self, tmp_path: Path, config: str, *, name: str = "daemon", database_url: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.config = tmp_path / f"{name}.toml"
         self.database = tmp_path / "interestd.db"
+        self.database_url = database_url or f"sqlite:///{self.database}"
         self.log = tmp_path / f"{name}.log"
-        self.config.write_text(config + f'\n[database]\nurl = "sqlite:///{self.database}"\n')
+        self.config.write_text(config + f'\n[database]\nurl = "{self.database_url}"\n')
+        self.config.chmod(0o600)
         self.env = {**os.environ, "TEST_IMAP_PASSWORD": PASSWORD, "HOME": str(tmp_path)}
         self.process: subprocess.Popen[bytes] | None = None
+        self._engine = None
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -66,15 +69,26 @@ class DaemonProcess:
         self.process.wait(10)
 
     def scalar(self, sql: str) -> int:
-        if not self.database.exists():
-            return 0
-        connection = sqlite3.connect(self.database, timeout=30)
+        """A number from the daemon's database; 0 while it does not exist (yet) or cannot be reached."""
+        if self.database_url.startswith("sqlite"):
+            if not self.database.exists():
+                return 0
+            connection = sqlite3.connect(self.database, timeout=30)
+            try:
+                return connection.execute(sql).fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0
+            finally:
+                connection.close()
+        from sqlalchemy import create_engine, text
+
+        if self._engine is None:
+            self._engine = create_engine(self.database_url, pool_pre_ping=True)
         try:
-            return connection.execute(sql).fetchone()[0]
-        except sqlite3.OperationalError:
+            with self._engine.connect() as connection:
+                return connection.execute(text(sql)).scalar() or 0
+        except Exception:
             return 0
-        finally:
-            connection.close()
 
     def cards(self) -> int:
         return self.scalar("SELECT count(*) FROM card")

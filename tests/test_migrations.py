@@ -56,3 +56,18 @@ def test_a_new_empty_sqlite_database_is_initialised(tmp_path) -> None:  # type: 
     with pytest.raises(SchemaError, match="database is empty"):
         check_schema(Database(f"sqlite:///{tmp_path / 'other.db'}"), create_if_empty=False)
     database.dispose()
+
+
+@pytest.mark.parametrize("revision", KNOWN_REVISIONS)
+def test_migrations_apply_from_every_released_schema(tmp_path, database_url: str, revision: str) -> None:  # type: ignore[no-untyped-def]
+    """A database made by any earlier release (each known revision) upgrades to exactly the current models."""
+    from tests.conftest import fresh_database_url
+
+    database = Database(fresh_database_url(database_url, tmp_path, f"from_{revision}"))
+    assert upgrade(database, revision) == (None, revision)
+    before, after = upgrade(database)
+    assert (before, after) == (revision, SCHEMA_REVISION)
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+    database.dispose()

@@ -15,6 +15,9 @@ context.configure(
     target_metadata=SQLModel.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    # SQLite's DDL is transactional too: run every migration in the one BEGIN IMMEDIATE transaction, so a
+    # second `interestd db upgrade` waits for the first and then finds nothing left to do.
+    transactional_ddl=True,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -17,6 +17,14 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
+        "lease",
+        sa.Column("name", sa.String(length=300), nullable=False),
+        sa.Column("holder", sa.String(length=300), nullable=False),
+        sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "mailbox_state",
         sa.Column("mailbox", sa.String(length=200), nullable=False),
         sa.Column("folder", sa.String(length=500), nullable=False),
@@ -214,3 +222,4 @@ def downgrade() -> None:
     op.drop_table("pending_action")
     op.drop_table("manager")
     op.drop_table("mailbox_state")
+    op.drop_table("lease")
