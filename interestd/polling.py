@@ -9,6 +9,8 @@ nothing twice.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +43,37 @@ def take_lease(
     """Take or renew the right to poll a mailbox; (taken, the lease row as it is now)."""
     name = f"mailbox:{settings.name}"
     with database.session(write=True) as session:
-        taken = store.acquire_lease(session, name, holder, ttl=lease_ttl(settings), now=clock())
+        now = clock()
+        taken = store.acquire_lease(session, name, holder, ttl=lease_ttl(settings), now=now)
+        current = store.lease(session, name)
+        if not taken and current is not None and holder_is_dead(current.holder):
+            # A process of this host that died (kill -9, a crash) still holds it: no need to wait it out.
+            taken = store.take_over_lease(session, name, current.holder, holder, ttl=lease_ttl(settings), now=now)
+            current = store.lease(session, name)
         session.commit()
-        return taken, store.lease(session, name)
+        return taken, current
+
+
+def holder_name(kind: str = "") -> str:
+    """This process as a lease holder: [kind:]host:pid."""
+    return f"{kind + ':' if kind else ''}{socket.gethostname()}:{os.getpid()}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True when the holder is a process of this host that no longer exists."""
+    parts = holder.rsplit(":", 2)
+    if len(parts) < 2 or not parts[-1].isdigit():
+        return False
+    host = parts[-2]
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[-1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def give_up_lease(database: Database, settings: MailboxSettings, holder: str) -> None:

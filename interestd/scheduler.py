@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from interestd.config import MailboxSettings, Settings
 from interestd.db import Database, describe_error
 from interestd.errors import ConfigError, InterestdError
 from interestd.pipeline import PipelineContext
-from interestd.polling import PollResult, give_up_lease, lease_ttl, poll_mailbox
+from interestd.polling import PollResult, give_up_lease, holder_name, lease_ttl, poll_mailbox
 from interestd.sources import imap
 
 log = logging.getLogger("interestd.daemon")
@@ -81,7 +80,7 @@ class Daemon:
     @property
     def identity(self) -> str:
         """Who this daemon is, in claims other processes can read: host and process id."""
-        return f"{socket.gethostname()}:{os.getpid()}"
+        return holder_name()
 
     def run(self) -> int:
         """Run until asked to stop; returns the process exit code."""

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -368,7 +366,7 @@ def configured_mailboxes(settings: Settings, names: Sequence[str] = ()) -> list[
 
 def poll_once(settings: Settings, database: Database, context: PipelineContext, names: Sequence[str] = ()) -> list[Any]:
     """One poll of every folder of every mailbox, then processing: exactly what the daemon's poll job does."""
-    from interestd.polling import poll_mailbox
+    from interestd.polling import holder_name, poll_mailbox
     from interestd.work import assign_overdue
 
     results = []
@@ -380,7 +378,7 @@ def poll_once(settings: Settings, database: Database, context: PipelineContext, 
                 mailbox,
                 settings.mailbox_password(mailbox),
                 max_message_bytes=settings.limits.max_message_bytes,
-                holder=f"cli:{socket.gethostname()}:{os.getpid()}",
+                holder=holder_name("cli"),
                 keep_lease=False,
             )
         )

@@ -729,6 +729,18 @@ def acquire_lease(session: Session, name: str, holder: str, *, ttl: timedelta, n
     return bool(taken.rowcount)
 
 
+def take_over_lease(
+    session: Session, name: str, old_holder: str, holder: str, *, ttl: timedelta, now: datetime
+) -> bool:
+    """Take a lease from a holder known to be dead (only if it still holds it)."""
+    taken = session.execute(
+        update(Lease)
+        .where(Lease.name == name, Lease.holder == old_holder)
+        .values(holder=holder, acquired_at=now, expires_at=now + ttl)
+    )
+    return bool(taken.rowcount)
+
+
 def release_lease(session: Session, name: str, holder: str) -> None:
     session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
 
