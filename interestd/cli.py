@@ -187,7 +187,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Store and process mail from files; prints one summary line. Ingesting the same mail twice is harmless."""
-    from interestd.services import ingest_paths
+    from interestd.services import evaluator_for, ingest_paths
     from interestd.sources.files import check_paths, total_size
 
     state = _state(ctx)
@@ -213,9 +213,17 @@ def ingest(
         def progress(done: int) -> None:
             bar.update(task, completed=done)
 
-    summary = ingest_paths(
-        database, context, paths, max_message_bytes=settings.limits.max_message_bytes, progress=progress
-    )
+    # Worker processes pay off from a few dozen messages on (about 4 KB each is a fair guess).
+    with evaluator_for(settings, context, total_size(paths) // 4096) as evaluator:
+        summary = ingest_paths(
+            database,
+            context,
+            paths,
+            max_message_bytes=settings.limits.max_message_bytes,
+            progress=progress,
+            evaluator=evaluator,
+        )
+
     for stop in state.cleanup:
         stop()
     state.cleanup.clear()
@@ -254,7 +262,9 @@ def reparse(
     from interestd.services import reparse as reparse_service
 
     state = _state(ctx)
-    summary = reparse_service(state.database(), state.context(), statuses=status or ["quarantined"], refs=refs or [])
+    summary = reparse_service(
+        state.settings(), state.database(), state.context(), statuses=status or ["quarantined"], refs=refs or []
+    )
     counts = summary.counts
     total = sum(counts.values())
     typer.echo(

@@ -63,6 +63,25 @@ def parse_duration(value: Any) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """Read "25MB", "512k", "1GB" or a number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError('expected a size such as "25MB"')
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f'expected a size such as "25MB" or "512KB", got {value!r}')
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
 
 def check_zone(value: str) -> str:
     """An IANA zone name (or "local"), or a ValueError saying what is wrong."""
@@ -119,9 +138,26 @@ class PathsSettings(Section):
 
 
 class LimitsSettings(Section):
-    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_message_bytes: Size = Field(default=25 * 1024 * 1024, ge=1024)
     batch_size: int = Field(default=200, ge=1, le=10_000)
+    batch_bytes: Size = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    workers: int | Literal["auto"] = "auto"
+    message_timeout: Duration = timedelta(seconds=60)
+    worker_memory: Size = Field(default=1024**3, ge=64 * 1024 * 1024)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 64:
+            raise ValueError('expected "auto" or 0 to 64 (0: evaluate messages in the process itself)')
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return max(os.cpu_count() or 1, 1)
+        return int(self.workers)
 
 
 class LoggingSettings(Section):

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+_DIGIT = re.compile(r"\d")
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-zА-Яа-я]{2,}")
 _URL = re.compile(r"https?://[^\s<>\"'«»]+[^\s<>\"'«».,;:!?)\]]")
 
@@ -45,7 +46,7 @@ def find_phones(text: str, region: str = "RU") -> list[str]:
     """
     import phonenumbers
 
-    if not text or not any(ch.isdigit() for ch in text):
+    if not text or not _DIGIT.search(text):
         return []
     matcher = phonenumbers.PhoneNumberMatcher(text[:20_000], region, leniency=phonenumbers.Leniency.VALID)
     return [match.raw_string for match in matcher]

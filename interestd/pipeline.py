@@ -14,144 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from interestd import store
-from interestd.card import CardData, normalise
-from interestd.classify import classify
 from interestd.db import Database, describe_error
-from interestd.errors import ParseError
-from interestd.message import ParsedMessage, parse_raw
+from interestd.evaluation import Outcome, PipelineContext, evaluate
 from interestd.models import utcnow
-from interestd.products import ProductRules
-from interestd.registry import Registry
-from interestd.work import MailProof, ProofFile, TeamRules, assign_new, record_mail_proof
+from interestd.team import TeamRules
+from interestd.work import assign_new, record_mail_proof
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PipelineContext:
-    """What evaluating a message depends on besides its bytes (built once from the settings)."""
-
-    registry: Registry
-    phone_region: str = "RU"
-    max_attempts: int = 3
-    batch_size: int = 200
-    products: ProductRules = field(default_factory=ProductRules)
-    team: TeamRules = field(default_factory=TeamRules)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one message: a card, skipped, quarantined (with the reason), or a reply proof."""
-
-    status: str
-    reason: str | None = None
-    parser: str | None = None
-    parser_version: str | None = None
-    card: CardData | None = None
-    proof: MailProof | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    considered: tuple[str, ...] = ()
-
-
-def evaluate(raw: bytes | None, context: PipelineContext, *, now: datetime) -> Outcome:
-    """Decide what one raw message becomes. Pure: never touches the database; never raises."""
-    if raw is None:
-        return Outcome("quarantined", "the raw bytes of this message were not kept")
-    try:
-        message = parse_raw(raw)
-    except Exception as exc:
-        return Outcome("quarantined", f"unparseable message: {type(exc).__name__}: {_first_line(exc)}")
-    meta = _meta(message)
-    try:
-        return _evaluate_parsed(message, context, now=now, meta=meta)
-    except Exception as exc:  # a bug in a classifier or normaliser must not lose the message
-        log.exception("message %s could not be evaluated", meta.get("message_id"))
-        return Outcome("quarantined", f"internal error: {type(exc).__name__}: {_first_line(exc)}", meta=meta)
-
-
-def _evaluate_parsed(
-    message: ParsedMessage, context: PipelineContext, *, now: datetime, meta: dict[str, Any]
-) -> Outcome:
-    kind = classify(message)
-    if kind.kind in ("auto_reply", "bounce", "own_report"):
-        return Outcome("skipped", kind.reason, meta=meta)
-    if kind.kind == "reply_proof" and kind.ref is not None:
-        return Outcome("proof", kind.reason, proof=_mail_proof(message, kind.ref, context), meta=meta)
-
-    original = message.original
-    pick = context.registry.pick(original)
-    parser = pick.parser
-    if parser is context.registry.fallback and kind.automated and original is message:
-        return Outcome(
-            "skipped", f"{kind.reason}: no notification parser recognises it", meta=meta, considered=pick.matched
-        )
-    try:
-        draft = parser.parse(original)
-    except ParseError as exc:
-        return Outcome(
-            "quarantined",
-            f"{parser.name}: {exc}",
-            parser=parser.name,
-            parser_version=parser.version,
-            meta=meta,
-            considered=pick.matched,
-        )
-    except Exception as exc:
-        return Outcome(
-            "quarantined",
-            f"{parser.name} parser failed: {type(exc).__name__}: {_first_line(exc)}",
-            parser=parser.name,
-            parser_version=parser.version,
-            meta=meta,
-            considered=pick.matched,
-        )
-    card = normalise(
-        draft,
-        subject=original.subject or message.subject,
-        message_date=original.date or message.date,
-        received_at=now,
-        phone_region=context.phone_region,
-    )
-    card = context.products.apply(card, original)
-    notes = list(card.notes) + list(pick.match_errors)
-    return Outcome(
-        "card",
-        "; ".join(notes) or None,
-        parser=parser.name,
-        parser_version=parser.version,
-        card=card,
-        meta=meta,
-        considered=pick.matched,
-    )
-
-
-def _mail_proof(message: ParsedMessage, ref: int, context: PipelineContext) -> MailProof:
-    """The screenshots a manager's proof mail carries: image attachments, and screenshot-service links."""
-    from interestd.proofs import image_type, is_screenshot_link
-
-    images = tuple(
-        ProofFile(a.filename or f"image-{n}", a.data)
-        for n, a in enumerate(message.attachments, 1)
-        if a.content_type.startswith("image/") and image_type(a.data) and a.size == len(a.data)
-    )
-    hosts = list(context.team.proof_hosts)
-    links = tuple(dict.fromkeys(link.href for link in message.links if is_screenshot_link(link.href, hosts)))
-    return MailProof(ref=ref, sender=message.sender_email, images=images, links=links)
-
-
-def _meta(message: ParsedMessage) -> dict[str, Any]:
-    sender = message.sender
-    return {
-        "message_id": message.message_id,
-        "subject": message.subject[:500] or None,
-        "sender": str(sender)[:500] if sender else None,
-        "date": message.date,
-    }
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
 
 
 @dataclass
@@ -190,7 +59,7 @@ def process_pending(
         while (limit is None or sum(summary.counts.values()) < limit) and not should_stop():
             size = batch_size if limit is None else min(batch_size, limit - sum(summary.counts.values()))
             with database.session(write=True) as session:
-                rows = store.pending_raw(session, limit=size, retried=retried)
+                rows = store.pending_raw(session, limit=size, retried=retried, max_bytes=context.batch_bytes)
                 if not rows:
                     break
                 store.bump_attempts(session, [row.id for row in rows])

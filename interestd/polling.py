@@ -23,7 +23,7 @@ from interestd.db import Database
 from interestd.errors import InterestdError, MailboxError
 from interestd.message import message_key, quick_message_id
 from interestd.models import utcnow
-from interestd.pipeline import PipelineContext, ProcessSummary, process_pending
+from interestd.pipeline import Evaluator, PipelineContext, ProcessSummary, evaluate_serially, process_pending
 from interestd.sources import imap
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def poll_mailbox(
     clock: Callable[[], datetime] = utcnow,
     holder: str | None = None,
     keep_lease: bool = True,
+    evaluator: Evaluator = evaluate_serially,
 ) -> PollResult:
     """Fetch what is new in every folder of the mailbox, store it, do the post-actions, then process it.
 
@@ -181,7 +182,7 @@ def poll_mailbox(
             clock=clock,
         )
         if process and not should_stop():
-            result.processed = process_pending(database, context, should_stop=should_stop)
+            result.processed = process_pending(database, context, should_stop=should_stop, evaluator=evaluator)
     finally:
         if holder is not None and not keep_lease:
             give_up_lease(database, settings, holder)

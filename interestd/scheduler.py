@@ -23,7 +23,7 @@ from interestd import sdnotify
 from interestd.config import MailboxSettings, Settings
 from interestd.db import Database, describe_error
 from interestd.errors import ConfigError, InterestdError
-from interestd.pipeline import PipelineContext
+from interestd.pipeline import PipelineContext, evaluate_serially
 from interestd.polling import PollResult, give_up_lease, holder_name, lease_ttl, poll_mailbox
 from interestd.sources import imap
 
@@ -59,6 +59,7 @@ class Daemon:
         self._reload_settings = reload_settings
         self.database = open_database(settings)
         self.context = build_context(settings)
+        self.evaluator = self._make_evaluator(settings, self.context)
         self.stop_event = threading.Event()
         self._reload_event = threading.Event()
         self._health: dict[str, MailboxHealth] = {}
@@ -67,6 +68,7 @@ class Daemon:
         self._standing_by: set[str] = set()
         self._lock = threading.Lock()
         self._running = 0
+        self._reloading = False
         self._running_changed = threading.Condition()
         self._idle_watchers: list[IdleWatcher] = []
         self.scheduler = BackgroundScheduler(
@@ -76,6 +78,26 @@ class Daemon:
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _make_evaluator(settings: Settings, context: PipelineContext) -> Any:
+        """Worker processes for the daemon's whole life (time and memory limits per message), unless workers = 0."""
+        if settings.limits.worker_count == 0:
+            return evaluate_serially
+        from interestd.workers import WorkerPool
+
+        return WorkerPool(
+            context,
+            processes=settings.limits.worker_count,
+            timeout=settings.limits.message_timeout.total_seconds(),
+            memory_limit=settings.limits.worker_memory,
+        )
+
+    def _close_evaluator(self) -> None:
+        close = getattr(self.evaluator, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
     @property
     def identity(self) -> str:
@@ -126,6 +148,8 @@ class Daemon:
                 self._running_changed.wait(deadline - time.monotonic())
             unfinished = self._running
         self._release_leases()
+        if not unfinished:
+            self._close_evaluator()
         if unfinished:
             # A network call is still waiting on its timeout. Nothing it has not committed is lost: the
             # folder position only moves with the commit, so it is fetched again at the next start.
@@ -152,6 +176,19 @@ class Daemon:
         except InterestdError as exc:
             log.error("configuration not reloaded, keeping the running one: %s", exc)
             return
+        with self._running_changed:  # let running polls finish, and hold new ones back, while swapping
+            self._reloading = True
+            while self._running:
+                self._running_changed.wait()
+        try:
+            self._swap(new, database, context)
+        finally:
+            with self._running_changed:
+                self._reloading = False
+                self._running_changed.notify_all()
+        log.info("configuration reloaded")
+
+    def _swap(self, new: Settings, database: Database | None, context: PipelineContext) -> None:
         with self._lock:
             for watcher in self._idle_watchers:
                 watcher.stop()
@@ -162,9 +199,10 @@ class Daemon:
             if database is not None:
                 self.database.dispose()
                 self.database = database
+            self._close_evaluator()
             self.settings, self.context = new, context
+            self.evaluator = self._make_evaluator(new, context)
             self._schedule()
-        log.info("configuration reloaded")
 
     # --- jobs -----------------------------------------------------------------------------------------------
 
@@ -250,6 +288,8 @@ class Daemon:
 
     def _poll_job(self, name: str) -> None:
         with self._running_changed:
+            while self._reloading:  # a reload swaps the database, context and workers: wait for it
+                self._running_changed.wait()
             self._running += 1
         try:
             self._poll(name)
@@ -272,7 +312,9 @@ class Daemon:
                 max_message_bytes=self.settings.limits.max_message_bytes,
                 should_stop=self.stop_event.is_set,
                 holder=self.identity,
+                evaluator=self.evaluator,
             )
+
         except Exception as exc:  # the database went away while processing, or a bug: never kill the daemon
             log.debug("poll of %s failed", name, exc_info=True)
             result = PollResult(name, error=f"{name}: {describe_error(exc)}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -21,7 +22,14 @@ from interestd.db import Database, check_schema
 from interestd.errors import NotFoundError, UsageError
 from interestd.message import message_key, quick_message_id
 from interestd.models import Card, Event, RawMessage, utcnow
-from interestd.pipeline import PipelineContext, ProcessSummary, process_pending, reprocess
+from interestd.pipeline import (
+    Evaluator,
+    PipelineContext,
+    ProcessSummary,
+    evaluate_serially,
+    process_pending,
+    reprocess,
+)
 from interestd.registry import load_registry
 from interestd.safety import csv_cell
 from interestd.sources.files import check_paths, iter_messages
@@ -86,7 +94,33 @@ def build_context(settings: Settings) -> PipelineContext:
         phone_region=settings.general.phone_region,
         max_attempts=settings.limits.max_attempts,
         batch_size=settings.limits.batch_size,
+        batch_bytes=settings.limits.batch_bytes,
     )
+
+
+POOL_FROM = 32  # below this many messages, starting worker processes costs more than it saves
+
+
+@contextlib.contextmanager
+def evaluator_for(settings: Settings, context: PipelineContext, count: int) -> Iterator[Evaluator]:
+    """How to evaluate `count` messages: worker processes (all cores, time and memory limits) for many, the
+    process itself for a few (or when [limits] workers = 0)."""
+    workers = settings.limits.worker_count
+    if workers == 0 or count < POOL_FROM:
+        yield evaluate_serially
+        return
+    from interestd.workers import WorkerPool
+
+    pool = WorkerPool(
+        context,
+        processes=min(workers, max(count // POOL_FROM, 1)),
+        timeout=settings.limits.message_timeout.total_seconds(),
+        memory_limit=settings.limits.worker_memory,
+    )
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 # --- ingest -------------------------------------------------------------------------------------------------
@@ -122,6 +156,7 @@ def ingest_paths(
     *,
     max_message_bytes: int,
     progress: Callable[[int], None] | None = None,
+    evaluator: Evaluator = evaluate_serially,
 ) -> IngestSummary:
     """Store and process the mail in .eml files, folders, mbox files and Maildirs; idempotent."""
     path_list = list(paths)
@@ -129,8 +164,10 @@ def ingest_paths(
     summary = IngestSummary()
     batch: list[store.RawItem] = []
     oversized: list[tuple[store.RawItem, int]] = []
+    held = 0  # bytes in `batch`
 
     def flush() -> None:
+        nonlocal held
         if not batch and not oversized:
             return
         with database.session(write=True) as session:
@@ -145,7 +182,8 @@ def ingest_paths(
             session.commit()
         batch.clear()
         oversized.clear()
-        result = process_pending(database, context)
+        held = 0
+        result = process_pending(database, context, evaluator=evaluator)
         summary.outcomes.update(result.counts)
 
     for message in iter_messages(path_list, max_bytes=max_message_bytes, errors=summary.errors):
@@ -158,17 +196,13 @@ def ingest_paths(
             oversized.append((item, message.size))
         else:
             batch.append(item)
-        if len(batch) + len(oversized) >= context.batch_size:
+            held += len(item.data)
+        if len(batch) + len(oversized) >= context.batch_size or held >= context.batch_bytes:
             flush()
         if progress is not None:
             progress(message.consumed)
     flush()
     return summary
-
-
-def process(database: Database, context: PipelineContext) -> ProcessSummary:
-    """Process whatever is stored and still new (what a poll does after fetching)."""
-    return process_pending(database, context)
 
 
 # --- reading cards ------------------------------------------------------------------------------------------
@@ -321,6 +355,7 @@ def mail_card_ref(session: Session, raw: RawMessage) -> str | None:
 
 
 def reparse(
+    settings: Settings,
     database: Database,
     context: PipelineContext,
     *,
@@ -336,7 +371,8 @@ def reparse(
             if unknown:
                 raise UsageError(f"unknown status {unknown[0]!r} (one of {', '.join(MAIL_STATUSES)})")
             raw_ids = store.raw_ids_by_status(session, list(statuses))
-    return reprocess(database, context, raw_ids)
+    with evaluator_for(settings, context, len(raw_ids)) as evaluator:
+        return reprocess(database, context, raw_ids, evaluator=evaluator)
 
 
 def _raw_id_for(session: Session, ref: str) -> int:
@@ -380,8 +416,17 @@ def poll_once(settings: Settings, database: Database, context: PipelineContext, 
                 max_message_bytes=settings.limits.max_message_bytes,
                 holder=holder_name("cli"),
                 keep_lease=False,
+                process=False,
             )
         )
+    with database.session() as session:
+        pending = store.count_pending(session)
+    with evaluator_for(settings, context, pending) as evaluator:
+        processed = process_pending(database, context, evaluator=evaluator)
+    for result in results:
+        if result.polled_by is None:  # the counts of this run's processing go with the mailboxes it polled
+            result.processed = processed
+            break
     assign_overdue(database, settings)
     return results
 

@@ -148,17 +148,33 @@ def known_message_ids(session: Session, message_ids: Iterable[str]) -> set[str]:
     return known
 
 
-def pending_raw(session: Session, *, limit: int, retried: bool | None = None) -> list[PendingRaw]:
-    """Messages waiting to be processed, oldest first; `retried` selects those a crash interrupted before."""
-    statement = select(RawMessage.id, RawMessage.raw, RawMessage.attempts, RawMessage.size).where(
-        RawMessage.status == "new"
-    )
+def pending_raw(
+    session: Session, *, limit: int, retried: bool | None = None, max_bytes: int | None = None
+) -> list[PendingRaw]:
+    """Messages waiting to be processed, oldest first; `retried` selects those a crash interrupted before.
+
+    With `max_bytes`, stops before the raw bytes held would pass it (always at least one message).
+    """
+    statement = select(RawMessage.id, RawMessage.size, RawMessage.attempts).where(RawMessage.status == "new")
     if retried is True:
         statement = statement.where(RawMessage.attempts > 0)
     elif retried is False:
         statement = statement.where(RawMessage.attempts == 0)
-    rows = session.execute(statement.order_by(RawMessage.id).limit(limit)).all()
-    return [PendingRaw(row.id, row.raw, row.attempts, row.size) for row in rows]
+    heads = session.execute(statement.order_by(RawMessage.id).limit(limit)).all()
+    chosen, total = [], 0
+    for head in heads:
+        if chosen and max_bytes is not None and total + head.size > max_bytes:
+            break
+        chosen.append(head)
+        total += head.size
+    if not chosen:
+        return []
+    raws = dict(
+        session.execute(
+            select(RawMessage.id, RawMessage.raw).where(RawMessage.id.in_([head.id for head in chosen]))
+        ).all()
+    )
+    return [PendingRaw(head.id, raws.get(head.id), head.attempts, head.size) for head in chosen]
 
 
 def count_pending(session: Session) -> int:

@@ -9,53 +9,22 @@ import getpass
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
 from interestd import store
 from interestd.assignment import Decision, candidates, choose, identities, route_for
-from interestd.config import AssignmentSettings, ManagerSettings, Settings
+from interestd.config import Settings
 from interestd.db import Database
 from interestd.errors import ConflictError, NotFoundError, UsageError
 from interestd.models import Card, utcnow
 from interestd.proofs import StoredImage, screenshot_link, store_image
+from interestd.team import MailProof, TeamRules
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TeamRules:
-    """What assigning cards and accepting proofs depend on (part of the pipeline's context)."""
-
-    assignment: AssignmentSettings = field(default_factory=AssignmentSettings)
-    managers: tuple[ManagerSettings, ...] = ()
-    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
-    attachments_dir: Path = Path("attachments")
-    proof_max_bytes: int = 10 * 1024 * 1024
-    proof_hosts: tuple[str, ...] = ()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TeamRules:
-        return cls(
-            settings.assignment,
-            tuple(settings.managers),
-            settings.zone,
-            settings.attachments_dir,
-            settings.proofs.max_bytes,
-            tuple(settings.proofs.url_hosts),
-        )
-
-    def manager(self, login: str) -> ManagerSettings | None:
-        return next((m for m in self.managers if m.login == login), None)
-
-    def manager_by_address(self, address: str | None) -> ManagerSettings | None:
-        address = (address or "").lower()
-        return next((m for m in self.managers if address and address in m.emails), None)
 
 
 # --- who is speaking ----------------------------------------------------------------------------------------
@@ -392,14 +361,6 @@ def _ensure_responsible(
         raise ConflictError(f"{card.ref} is {card.responsible}'s: use --force to act on it anyway")
 
 
-@dataclass(frozen=True)
-class ProofFile:
-    """An image that came with a reply proof (by CLI or by mail), before it is stored."""
-
-    name: str
-    data: bytes
-
-
 def attach(
     session: Session,
     settings: Settings,
@@ -483,16 +444,6 @@ def _record_proof(
             detail="processed on a reply screenshot",
             at=now,
         )
-
-
-@dataclass(frozen=True)
-class MailProof:
-    """A manager's mail with [INT-n] in the subject: the evaluated part (pure), stored by record_mail_proof."""
-
-    ref: int
-    sender: str | None
-    images: tuple[ProofFile, ...] = ()
-    links: tuple[str, ...] = ()
 
 
 def record_mail_proof(

@@ -114,7 +114,7 @@ def test_a_parser_that_raises_quarantines_only_its_message(app, tmp_path: Path) 
 def test_reparse_after_a_fix_turns_the_quarantined_message_into_a_card(app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     broken = _with_parsers(app, ExplodingParser())
     ingest_paths(app.database, broken, [_mailbox(tmp_path, EMAIL_CASES)], max_message_bytes=10**7)
-    summary = reparse(app.database, _with_parsers(app, FixedParser()), statuses=["quarantined"])
+    summary = reparse(app.settings, app.database, _with_parsers(app, FixedParser()), statuses=["quarantined"])
     assert summary.counts == {"card": 1}
     with app.session() as session:
         assert mail_list(session, statuses=["quarantined"]) == []
@@ -132,7 +132,7 @@ def test_reparse_updates_cards_in_place_keeping_assignment_and_history(app, tmp_
         card = session.scalars(select(Card).where(Card.parser == "exploding")).one()
         session.execute(update(Card).where(Card.id == card.id).values(responsible="anna", processed=True))
         session.commit()
-    summary = reparse(app.database, app.context, refs=[card.ref])
+    summary = reparse(app.settings, app.database, app.context, refs=[card.ref])
     assert summary.counts == {"card": 1}
     with app.session() as session:
         again = session.get(Card, card.id)
