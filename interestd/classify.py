@@ -128,3 +128,35 @@ def is_robot_address(address: str) -> bool:
     from interestd.card import normalise_email
 
     return "@" in address and normalise_email(address) is None
+
+
+_RESULT = re.compile(r"\b(dkim|spf)\s*=\s*(\w+)([^;]*)", re.IGNORECASE)
+_PROPERTY = re.compile(r"\b(header\.d|header\.i|smtp\.mailfrom)\s*=\s*\"?([^\s;\"]+)", re.IGNORECASE)
+
+
+def authenticated_sender(message: ParsedMessage, authserv_id: str | None) -> bool:
+    """Did our own receiving server (`authserv_id`) record DKIM or SPF pass for the From address's domain?
+
+    Only the first Authentication-Results header written by that server counts: one a sender adds with the
+    same name would come below it (servers prepend theirs), and RFC 8601 servers remove such forgeries.
+    """
+    sender = message.sender_email
+    if not sender or not authserv_id:
+        return False
+    domain = sender.rpartition("@")[2].lower()
+    for value in message.header_all("Authentication-Results"):
+        server = value.split(";", 1)[0].strip().split()[0].lower() if value.strip() else ""
+        if server != authserv_id.lower():
+            continue
+        for _method, verdict, rest in _RESULT.findall(value):
+            if verdict.lower() != "pass":
+                continue
+            for key, found in _PROPERTY.findall(rest):
+                found = found.lower().lstrip("@")
+                found_domain = found.rpartition("@")[2]
+                if key.lower() == "header.i" and found != sender and found_domain != domain:
+                    continue
+                if found_domain == domain or found == sender:
+                    return True
+        return False
+    return False

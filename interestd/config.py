@@ -123,6 +123,7 @@ class DatabaseSettings(Section):
     password_file: Path | None = None
     busy_timeout: Duration = timedelta(seconds=30)
     pool_size: int = Field(default=5, ge=1, le=100)
+    allow_insecure: bool = False
 
     @field_validator("url")
     @classmethod
@@ -137,11 +138,37 @@ class PathsSettings(Section):
     attachments_dir: Path | None = None
 
 
+# Notification robots legitimately send many messages: they are exempt from the per-sender limit.
+_NOTIFICATION_SENDERS = [
+    "notify.vk.com",
+    "vk.com",
+    "vk.ru",
+    "facebookmail.com",
+    "business.facebook.com",
+    "mail.instagram.com",
+    "ok.ru",
+    "odnoklassniki.ru",
+    "tilda.ws",
+    "tilda.cc",
+    "forms.yandex.ru",
+    "jivosite.com",
+    "jivo.ru",
+    "tawk.to",
+    "chatra.io",
+    "tidio.net",
+    "chaport.com",
+    "google.com",
+]
+
+
 class LimitsSettings(Section):
     max_message_bytes: Size = Field(default=25 * 1024 * 1024, ge=1024)
     batch_size: int = Field(default=200, ge=1, le=10_000)
     batch_bytes: Size = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    sender_limit: int = Field(default=20, ge=0)
+    sender_window: Duration = timedelta(hours=2)
+    sender_allow: list[str] = Field(default_factory=lambda: list(_NOTIFICATION_SENDERS))
     workers: int | Literal["auto"] = "auto"
     message_timeout: Duration = timedelta(seconds=60)
     worker_memory: Size = Field(default=1024**3, ge=64 * 1024 * 1024)
@@ -201,6 +228,7 @@ class MailboxSettings(Section):
     idle_timeout: Duration = timedelta(minutes=25)
     timeout: Duration = timedelta(seconds=30)
     post_action: str = "none"
+    allow_insecure: bool = False
 
     @field_validator("name")
     @classmethod
@@ -243,7 +271,7 @@ class MailboxSettings(Section):
 
     @model_validator(mode="after")
     def _plain_only_on_loopback(self) -> MailboxSettings:
-        if self.security == "none" and not is_loopback(self.host):
+        if self.security == "none" and not is_loopback(self.host) and not self.allow_insecure:
             raise ValueError(
                 f'security = "none" sends the password in clear: refused for {self.host}, which is '
                 "not a loopback address (use ssl or starttls)"
@@ -419,10 +447,15 @@ class SmtpSettings(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    allow_insecure: bool = False
+
     @model_validator(mode="after")
     def _plain_only_on_loopback(self) -> SmtpSettings:
-        if self.security == "none" and not is_loopback(self.host):
-            raise ValueError(f'security = "none" refused for {self.host}, which is not a loopback address')
+        if self.security == "none" and not is_loopback(self.host) and not self.allow_insecure:
+            raise ValueError(
+                f'security = "none" refused for {self.host}, which is not a loopback address '
+                "(use ssl or starttls, or allow_insecure = true)"
+            )
         return self
 
     @property
@@ -545,6 +578,22 @@ class CustomParserSettings(Section):
         return self
 
 
+class SecuritySettings(Section):
+    """Who is trusted: proofs only with the receiving server's authentication verdict, when asked."""
+
+    require_authenticated_proof: bool = False
+    authserv_id: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_server(self) -> SecuritySettings:
+        if self.require_authenticated_proof and not self.authserv_id:
+            raise ValueError(
+                "require_authenticated_proof needs authserv_id: the name your mail server writes at "
+                "the start of its Authentication-Results header"
+            )
+        return self
+
+
 class Settings(Section):
     general: GeneralSettings = GeneralSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -560,6 +609,7 @@ class Settings(Section):
     proofs: ProofSettings = ProofSettings()
     report: ReportSettings = ReportSettings()
     smtp: SmtpSettings | None = None
+    security: SecuritySettings = SecuritySettings()
 
     _source: Path | None = PrivateAttr(default=None)
     _data_dir: Path = PrivateAttr(default=Path("."))
@@ -864,7 +914,27 @@ def _database_url(settings: Settings, environ: Mapping[str, str]) -> str:
     password = settings.secret("database.password")
     if password is not None:
         url = _with_password(url, password)
+    _check_database_tls(url, settings.database.allow_insecure)
     return url
+
+
+def _check_database_tls(url: str, allow_insecure: bool) -> None:
+    """A PostgreSQL server off this machine is reached over TLS only, unless explicitly allowed."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if not url.startswith("postgresql") or allow_insecure:
+        return
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    hosts = [parts.hostname or ""] + [h.split(":")[0] for h in query.get("host", [])]
+    if all(not host or host.startswith("/") or is_loopback(host) for host in hosts):
+        return
+    if (query.get("sslmode") or [""])[0] in ("require", "verify-ca", "verify-full"):
+        return
+    raise ConfigError(
+        f"database.url: {parts.hostname} is not this machine: add sslmode=verify-full (or require) "
+        "to the URL, or set [database] allow_insecure = true"
+    )
 
 
 def _with_password(url: str, password: str) -> str:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from interestd.card import CardData, normalise
-from interestd.classify import classify
+from interestd.classify import authenticated_sender, classify
 from interestd.errors import ParseError
 from interestd.message import ParsedMessage, parse_raw
 from interestd.products import ProductRules
@@ -19,6 +19,26 @@ from interestd.registry import Registry
 from interestd.team import MailProof, ProofFile, TeamRules
 
 log = logging.getLogger("interestd.pipeline")
+
+
+@dataclass(frozen=True)
+class StormRules:
+    """The per-sender limit that keeps a mail storm out of the feed (0 turns it off)."""
+
+    limit: int = 0
+    window_seconds: float = 7200.0
+    allow: tuple[str, ...] = ()
+
+    def exempt(self, address: str | None, managers: tuple[str, ...] = ()) -> bool:
+        if not self.limit or not address:
+            return True
+        address = address.lower()
+        domain = address.rpartition("@")[2]
+        for allowed in (*self.allow, *managers):
+            allowed = allowed.lower().lstrip("@")
+            if address == allowed or domain == allowed or domain.endswith("." + allowed):
+                return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -32,6 +52,7 @@ class PipelineContext:
     batch_bytes: int = 64 * 1024 * 1024
     products: ProductRules = field(default_factory=ProductRules)
     team: TeamRules = field(default_factory=TeamRules)
+    storm: StormRules = field(default_factory=lambda: StormRules())
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,15 @@ def _evaluate_parsed(
             meta=meta,
             considered=pick.matched,
         )
+    except MemoryError:
+        return Outcome(
+            "quarantined",
+            f"{parser.name} parser needs more memory than the limit allows (worker_memory)",
+            parser=parser.name,
+            parser_version=parser.version,
+            meta=meta,
+            considered=pick.matched,
+        )
     except Exception as exc:
         return Outcome(
             "quarantined",
@@ -131,7 +161,8 @@ def _mail_proof(message: ParsedMessage, ref: int, context: PipelineContext) -> M
     )
     hosts = list(context.team.proof_hosts)
     links = tuple(dict.fromkeys(link.href for link in message.links if is_screenshot_link(link.href, hosts)))
-    return MailProof(ref=ref, sender=message.sender_email, images=images, links=links)
+    authenticated = authenticated_sender(message, context.team.authserv_id)
+    return MailProof(ref=ref, sender=message.sender_email, images=images, links=links, authenticated=authenticated)
 
 
 def _meta(message: ParsedMessage) -> dict[str, Any]:
@@ -140,6 +171,7 @@ def _meta(message: ParsedMessage) -> dict[str, Any]:
         "message_id": message.message_id,
         "subject": message.subject[:500] or None,
         "sender": str(sender)[:500] if sender else None,
+        "sender_address": (message.sender_email or "")[:320] or None,
         "date": message.date,
     }
 

@@ -65,25 +65,36 @@ QUOTE_SELECTORS = (
 )
 
 
-def html_without_quotes(tree: object) -> str:
-    """Readable text of an HTML body with the quoted earlier messages (blockquote, Gmail/Outlook quote blocks) cut."""
+def html_without_quotes(tree: object) -> str | None:
+    """Readable text of an HTML body with the quoted earlier messages (blockquote, Gmail/Outlook quote blocks) cut;
+    None when the body quotes nothing (the HTML's own text is then the answer)."""
     import copy
 
     from interestd.htmltext import tree_to_text
 
-    if tree is None:
-        return ""
+    if tree is None or not tree.xpath(_QUOTE_XPATH):  # type: ignore[attr-defined]
+        return None
     root = copy.deepcopy(tree)
-    for selector in QUOTE_SELECTORS:
-        for element in root.cssselect(selector):  # type: ignore[attr-defined]
-            parent = element.getparent()
-            if parent is not None:
-                # Outlook's reply header starts a block that runs to the end: drop what follows it too.
-                if selector in ("#appendonsend", "#divRplyFwdMsg"):
-                    for sibling in list(element.itersiblings()):
-                        parent.remove(sibling)
-                element.drop_tree()
+    for element in root.xpath(_QUOTE_XPATH):  # type: ignore[attr-defined]
+        parent = element.getparent()
+        if parent is None:
+            continue
+        if element.get("id") in ("appendonsend", "divRplyFwdMsg"):
+            # Outlook's reply header starts a block that runs to the end: drop what follows it too.
+            for sibling in list(element.itersiblings()):
+                parent.remove(sibling)
+        element.drop_tree()
     return tree_to_text(root)
+
+
+def _quote_xpath() -> str:
+    from cssselect import HTMLTranslator
+
+    translator = HTMLTranslator()
+    return " | ".join(translator.css_to_xpath(selector) for selector in QUOTE_SELECTORS)
+
+
+_QUOTE_XPATH = _quote_xpath()
 
 
 def split_reply(text: str) -> tuple[str, str]:

@@ -50,6 +50,7 @@ class RawMessage(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_raw_message_imap_uid"),
         Index("ix_raw_message_status_id", "status", "id"),
+        Index("ix_raw_message_sender_stored", "sender_address", "stored_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -64,6 +65,7 @@ class RawMessage(SQLModel, table=True):
     size: int = 0
     subject: str | None = Field(default=None, sa_column=Column(Text))
     sender: str | None = Field(default=None, sa_column=Column(Text))
+    sender_address: str | None = Field(default=None, max_length=320)
     date: datetime | None = _time()
     stored_at: datetime = _time(nullable=False, index=True)
     status: str = Field(default="new", max_length=20)

@@ -10,14 +10,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from interestd import store
 from interestd.db import Database, describe_error
 from interestd.evaluation import Outcome, PipelineContext, evaluate
 from interestd.models import utcnow
-from interestd.team import TeamRules
 from interestd.work import assign_new, record_mail_proof
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ def _process_rows(
             if store.set_raw_outcome(session, row.id, status="quarantined", reason=reason, now=now, only_if="new"):
                 summary.counts["quarantined"] += 1
         for row, outcome in zip(live, outcomes, strict=True):
-            status = apply_outcome(session, row, outcome, now=now, team=context.team)
+            status = apply_outcome(session, row, outcome, now=now, context=context)
             if status is not None:
                 summary.counts[status] += 1
         session.commit()
@@ -95,7 +94,7 @@ def _process_rows(
 
 
 def apply_outcome(
-    session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime, team: TeamRules | None = None
+    session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime, context: PipelineContext
 ) -> str | None:
     """Write one outcome in a savepoint; a database error quarantines just this message.
 
@@ -103,7 +102,7 @@ def apply_outcome(
     """
     try:
         with session.begin_nested():
-            return _write_outcome(session, row, outcome, now=now, team=team or TeamRules())
+            return _write_outcome(session, row, outcome, now=now, context=context)
     except Exception as exc:
         log.error("message %s could not be stored: %s", row.id, describe_error(exc))
         with session.begin_nested():
@@ -114,11 +113,12 @@ def apply_outcome(
 
 
 def _write_outcome(
-    session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime, team: TeamRules
+    session: Any, row: store.PendingRaw, outcome: Outcome, *, now: datetime, context: PipelineContext
 ) -> str | None:
     # The status changes only if it is still what it was when the message was read: when two processes
     # handle the same message, the second one's update touches no row and it writes nothing else.
-    meta = {key: value for key, value in outcome.meta.items() if key in ("subject", "sender", "date")}
+    meta = {key: value for key, value in outcome.meta.items() if key in ("subject", "sender", "sender_address", "date")}
+    team = context.team
     existing = store.card_for_raw(session, row.id)
     if existing is not None and (outcome.status != "card" or outcome.card is None):
         # Reparsing never takes a card away from the people working it: the card stays, the news is noted.
@@ -139,6 +139,12 @@ def _write_outcome(
     if outcome.status == "proof" and outcome.proof is not None:
         status, reason = record_mail_proof(session, team, row.id, outcome.proof, now=now)
         outcome = Outcome(status, reason, meta=outcome.meta)
+    if outcome.status == "card" and existing is None:
+        storm = _storm(session, row, meta.get("sender_address"), context)
+        if storm:
+            outcome = Outcome(
+                "skipped", storm, parser=outcome.parser, parser_version=outcome.parser_version, meta=outcome.meta
+            )
     if not store.set_raw_outcome(
         session,
         row.id,
@@ -164,6 +170,23 @@ def _write_outcome(
     else:
         store.update_card_fields(session, existing, parser=outcome.parser, data=outcome.card, now=now)
     return "card"
+
+
+def _storm(session: Any, row: store.PendingRaw, address: str | None, context: PipelineContext) -> str | None:
+    """Why this message is part of a mail storm (too many from one sender), or None."""
+    rules = context.storm
+    managers = tuple(a for m in context.team.managers for a in m.emails)
+    if rules.exempt(address, managers):
+        return None
+    assert address is not None
+    window = timedelta(seconds=rules.window_seconds)
+    earlier = store.earlier_from_sender(session, row.id, address, window)
+    if earlier < rules.limit:
+        return None
+    return (
+        f"mail storm: more than {rules.limit} messages from {address} within {window} "
+        "([limits] sender_limit; notification senders go in sender_allow)"
+    )
 
 
 def reprocess(

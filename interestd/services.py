@@ -84,6 +84,7 @@ def open_database(settings: Settings) -> Database:
 def build_context(settings: Settings) -> PipelineContext:
     """The pipeline's view of the settings: parsers, phone region, limits."""
     from interestd.custom import build_custom_parsers
+    from interestd.evaluation import StormRules
     from interestd.products import ProductRules
     from interestd.work import TeamRules
 
@@ -91,6 +92,11 @@ def build_context(settings: Settings) -> PipelineContext:
         registry=load_registry(build_custom_parsers(settings.custom_parsers)),
         products=ProductRules.from_settings(settings.products),
         team=TeamRules.from_settings(settings),
+        storm=StormRules(
+            limit=settings.limits.sender_limit,
+            window_seconds=settings.limits.sender_window.total_seconds(),
+            allow=tuple(settings.limits.sender_allow),
+        ),
         phone_region=settings.general.phone_region,
         max_attempts=settings.limits.max_attempts,
         batch_size=settings.limits.batch_size,

@@ -210,6 +210,23 @@ def set_raw_outcome(
     return bool(session.execute(statement.values(**values)).rowcount)
 
 
+def earlier_from_sender(session: Session, raw_id: int, address: str, window: timedelta) -> int:
+    """How many messages from `address` arrived within `window` before this one (for the storm limit)."""
+    stored_at = session.scalar(select(RawMessage.stored_at).where(RawMessage.id == raw_id))
+    if stored_at is None:
+        return 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(RawMessage)
+            .where(
+                RawMessage.sender_address == address, RawMessage.id < raw_id, RawMessage.stored_at >= stored_at - window
+            )
+        )
+        or 0
+    )
+
+
 def get_raw(session: Session, raw_id: int) -> RawMessage | None:
     return session.get(RawMessage, raw_id)
 

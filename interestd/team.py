@@ -22,6 +22,8 @@ class TeamRules:
     attachments_dir: Path = Path("attachments")
     proof_max_bytes: int = 10 * 1024 * 1024
     proof_hosts: tuple[str, ...] = ()
+    require_authenticated_proof: bool = False
+    authserv_id: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TeamRules:
@@ -32,6 +34,8 @@ class TeamRules:
             settings.attachments_dir,
             settings.proofs.max_bytes,
             tuple(settings.proofs.url_hosts),
+            settings.security.require_authenticated_proof,
+            settings.security.authserv_id,
         )
 
     def manager(self, login: str) -> ManagerSettings | None:
@@ -58,3 +62,4 @@ class MailProof:
     sender: str | None
     images: tuple[ProofFile, ...] = ()
     links: tuple[str, ...] = ()
+    authenticated: bool = False  # the receiving server saw DKIM or SPF pass for the sender's domain

@@ -456,6 +456,11 @@ def record_mail_proof(
             "skipped",
             f"reply proof for INT-{proof.ref} from {proof.sender or 'an unknown sender'}, who is no manager",
         )
+    if rules.require_authenticated_proof and not proof.authenticated:
+        return "skipped", (
+            f"reply proof for INT-{proof.ref} from {proof.sender}: {rules.authserv_id} recorded no "
+            "DKIM or SPF pass for it (require_authenticated_proof)"
+        )
     card = store.get_card(session, proof.ref)
     if card is None:
         return "quarantined", f"reply proof from {manager.login} for INT-{proof.ref}, which does not exist"

@@ -132,13 +132,18 @@ def test_secrets_come_from_env_or_file_and_are_masked(tmp_path: Path) -> None:
     secret.write_text("s3cr3t/p@ss\n")
     settings = _load(
         tmp_path,
-        f'[database]\nurl = "postgresql+psycopg://interestd@db.example.lan/interestd"\npassword_file = "{secret}"\n',
+        f'[database]\nurl = "postgresql+psycopg://interestd@db.example.lan/interestd?sslmode=verify-full"\n'
+        f'password_file = "{secret}"\n',
     )
-    assert settings.database_url == "postgresql+psycopg://interestd:s3cr3t%2Fp%40ss@db.example.lan/interestd"
+    assert settings.database_url == (
+        "postgresql+psycopg://interestd:s3cr3t%2Fp%40ss@db.example.lan/interestd?sslmode=verify-full"
+    )
     shown = settings_for_display(settings)
     assert "s3cr3t" not in str(shown)
     assert shown["database"]["password"] == "***"
-    assert shown["database"]["effective_url"] == "postgresql+psycopg://interestd:***@db.example.lan/interestd"
+    assert shown["database"]["effective_url"] == (
+        "postgresql+psycopg://interestd:***@db.example.lan/interestd?sslmode=verify-full"
+    )
 
 
 def test_a_missing_secret_variable_is_a_config_error(tmp_path: Path) -> None:
@@ -152,7 +157,7 @@ def test_a_bare_secret_file_name_is_read_from_systemd_credentials(tmp_path: Path
     (credentials / "db-password").write_text("from-systemd")
     settings = _load(
         tmp_path,
-        '[database]\nurl = "postgresql+psycopg://u@h/d"\npassword_file = "db-password"\n',
+        '[database]\nurl = "postgresql+psycopg://u@h/d?sslmode=require"\npassword_file = "db-password"\n',
         CREDENTIALS_DIRECTORY=str(credentials),
     )
     assert settings.secret("database.password") == "from-systemd"
@@ -177,12 +182,14 @@ def test_check_config_prints_settings_with_secrets_masked(tmp_path: Path) -> Non
     import os
 
     path = tmp_path / "config.toml"
-    path.write_text('[database]\nurl = "postgresql+psycopg://interestd@db/interestd"\npassword_env = "DB_PW"\n')
+    path.write_text(
+        '[database]\nurl = "postgresql+psycopg://interestd@db/interestd?sslmode=require"\npassword_env = "DB_PW"\n'
+    )
     result = _run("--config", str(path), "check-config", env={**os.environ, "DB_PW": "hunter2"})
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout
     assert 'password = "***"' in result.stdout
-    assert 'effective_url = "postgresql+psycopg://interestd:***@db/interestd"' in result.stdout
+    assert 'effective_url = "postgresql+psycopg://interestd:***@db/interestd?sslmode=require"' in result.stdout
 
 
 def _commented_block(header: str) -> str:
