@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import re
-import unicodedata
 from functools import lru_cache
 
 # Misspellings and vendor names seen in the wild, mapped to the codec they mean.
@@ -48,8 +47,7 @@ _REFUSED = {
     "utf_32_be",
 }
 _EIGHT_BIT_CYRILLIC = ("cp1251", "koi8_r")
-_SAMPLE = 20_000  # characters scored per candidate: enough to tell, bounded for huge bodies
-_WORD = re.compile(r"[^\W\d_]+")
+_SAMPLE = 8_000  # characters scored per candidate: enough to tell, bounded for huge bodies
 
 
 @lru_cache(maxsize=256)
@@ -112,27 +110,21 @@ def _is_single_byte(codec: str) -> bool:
         return False
 
 
+_CYRILLIC_LETTER = re.compile("[\u0400-\u04ff]")
+_LOWER_THEN_UPPER = re.compile("[\u0430-\u045f][\u0400-\u042f]")  # "пРХБЕР": koi8/cp1251 read the wrong way
+_MIXED_SCRIPTS = re.compile("[A-Za-z][\u0400-\u04ff]|[\u0400-\u04ff][A-Za-z]")
+_ACCENTED_RUN = re.compile("[\u00c0-\u00ff]{3,}")  # "Ïðèâåò": Cyrillic read as latin-1
+_ODD_SYMBOLS = re.compile("[\u0080-\u00bf\u2500-\u259f\u2320-\u2321\u00d7\u00f7\ufffd]")
+
+
 def plausibility(text: str) -> float:
-    """How much the text looks like real words: well-cased Cyrillic or Latin words score, mojibake costs."""
-    score = 0.0
-    for match in _WORD.finditer(text):
-        word = match.group()
-        length = len(word)
-        cyrillic = sum(1 for ch in word if "\u0400" <= ch <= "\u04ff")
-        if cyrillic == length:
-            if word.islower() or word.istitle() or (word.isupper() and length > 1):
-                score += length
-            elif length == 1:
-                score += 0.5
-            else:
-                score -= length
-        elif cyrillic == 0:
-            accented = sum(1 for ch in word if ord(ch) > 127)
-            if accented * 3 > length:
-                score -= length
-        else:
-            score -= 2 * length
-    for ch in text:
-        if ord(ch) > 127 and unicodedata.category(ch) in ("So", "Sk", "Sc", "Co", "Cn", "Cc", "No"):
-            score -= 3
+    """How much the text looks like real words: well-cased Cyrillic scores, mojibake patterns cost.
+
+    Counted with regular expressions (in C): this runs on every 8-bit body and header whose charset is in doubt.
+    """
+    score = float(len(_CYRILLIC_LETTER.findall(text)))
+    score -= 4 * len(_LOWER_THEN_UPPER.findall(text))
+    score -= 3 * len(_MIXED_SCRIPTS.findall(text))
+    score -= sum(len(run) for run in _ACCENTED_RUN.findall(text))
+    score -= 3 * len(_ODD_SYMBOLS.findall(text))
     return score

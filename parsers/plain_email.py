@@ -43,8 +43,10 @@ class PlainEmailParser:
 
 def _own_text(msg: ParsedMessage) -> str:
     """The body without quoted earlier messages: the plain part, or the HTML with its quote blocks removed."""
-    if msg.text == msg.html_text and msg.html_tree is not None:
-        return html_without_quotes(msg.html_tree)
+    if msg.html_tree is not None and msg.text == msg.html_text:
+        unquoted = html_without_quotes(msg.html_tree)
+        if unquoted is not None:
+            return unquoted
     return msg.text
 
 

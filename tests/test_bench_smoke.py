@@ -30,8 +30,23 @@ def test_soak_quick_run_loses_and_duplicates_nothing() -> None:
     from tests.dovecot import available
 
     require_server(available(), "Dovecot (Debian package dovecot-imapd)")
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--seconds", "12", "--rate", "10",
-                             "--restart-min", "4", "--restart-max", "6"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            "--seconds",
+            "12",
+            "--rate",
+            "10",
+            "--restart-min",
+            "4",
+            "--restart-max",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:])
     assert int(lines["sent"]) > 0 and lines["lost"] == "0" and lines["duplicated"] == "0"
@@ -39,8 +54,9 @@ def test_soak_quick_run_loses_and_duplicates_nothing() -> None:
 
 
 def test_hostile_bench_prints_every_input() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "hostile.py")], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "hostile.py")], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     from tests.hostile import CORPUS
 
