@@ -30,11 +30,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rendering it with rich would import rich's markdown stack, tripling `--help`'s start-up.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="Database schema: apply migrations, show the version.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema: apply migrations, show the version.", no_args_is_help=True, rich_markup_mode=None
+)
 mail_app = typer.Typer(
-    help="Stored messages, including those that did not become cards, and why.", no_args_is_help=True
+    help="Stored messages, including those that did not become cards, and why.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
 app.add_typer(mail_app, name="mail")
