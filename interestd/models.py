@@ -50,7 +50,7 @@ class RawMessage(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_raw_message_imap_uid"),
         Index("ix_raw_message_status_id", "status", "id"),
-        Index("ix_raw_message_sender_stored", "sender_address", "stored_at"),
+        Index("ix_raw_message_sender_sent", "sender_address", "sent_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -68,6 +68,9 @@ class RawMessage(SQLModel, table=True):
     sender_address: str | None = Field(default=None, max_length=320)
     date: datetime | None = _time()
     stored_at: datetime = _time(nullable=False, index=True)
+    # When the sender sent it: the Date header, never later than stored_at (a backlog imported at once keeps
+    # its real spread in time, which the per-sender storm limit counts by).
+    sent_at: datetime | None = _time()
     status: str = Field(default="new", max_length=20)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     parser: str | None = Field(default=None, max_length=100)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from interestd import store
 from interestd.db import Database, describe_error
 from interestd.evaluation import Outcome, PipelineContext, evaluate
 from interestd.models import utcnow
-from interestd.work import assign_new, record_mail_proof
+from interestd.work import TeamLoad, assign_new, record_mail_proof
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,9 @@ class ProcessSummary:
     """How many messages ended in each status during one processing run."""
 
     counts: Counter[str] = field(default_factory=Counter)
-    cards: list[int] = field(default_factory=list)
 
     def add(self, other: ProcessSummary) -> None:
         self.counts.update(other.counts)
-        self.cards.extend(other.cards)
 
 
 Evaluator = Callable[[Sequence[store.PendingRaw], PipelineContext, datetime], list[Outcome]]
@@ -50,20 +49,50 @@ def process_pending(
     limit: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ProcessSummary:
-    """Process every stored message with status `new`, in batches; returns what became of them."""
+    """Process every stored message with status `new`, in batches; returns what became of them.
+
+    With an evaluator that works in other processes (`parallel`), the next batch is evaluated while this one's
+    outcomes are written, so neither the workers nor the database wait for the other.
+    """
     summary = ProcessSummary()
-    # Messages whose processing was interrupted before (the process died) go one at a time, so the one
-    # that kills the process is isolated and quarantined after max_attempts instead of taking others along.
-    for retried, batch_size in ((True, 1), (False, context.batch_size)):
-        while (limit is None or sum(summary.counts.values()) < limit) and not should_stop():
-            size = batch_size if limit is None else min(batch_size, limit - sum(summary.counts.values()))
-            with database.session(write=True) as session:
-                rows = store.pending_raw(session, limit=size, retried=retried, max_bytes=context.batch_bytes)
-                if not rows:
-                    break
+    taken = 0
+
+    def next_batch(retried: bool, batch_size: int) -> list[store.PendingRaw]:
+        nonlocal taken
+        if (limit is not None and taken >= limit) or should_stop():
+            return []
+        size = batch_size if limit is None else min(batch_size, limit - taken)
+        with database.session(write=True) as session:
+            rows = store.pending_raw(session, limit=size, retried=retried, max_bytes=context.batch_bytes)
+            if rows:
                 store.bump_attempts(session, [row.id for row in rows])
                 session.commit()
+        taken += len(rows)
+        return rows
+
+    # Messages whose processing was interrupted before (the process died) go one at a time, so the one
+    # that kills the process is isolated and quarantined after max_attempts instead of taking others along.
+    while rows := next_batch(True, 1):
+        summary.add(_process_rows(database, context, rows, evaluator=evaluator, clock=clock))
+    if not getattr(evaluator, "parallel", False):
+        while rows := next_batch(False, context.batch_size):
             summary.add(_process_rows(database, context, rows, evaluator=evaluator, clock=clock))
+        return summary
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="interestd-evaluate") as executor:
+        ahead: tuple[list[store.PendingRaw], datetime, Future[list[Outcome]]] | None = None
+        while True:
+            rows = next_batch(False, context.batch_size)
+            following = None
+            if rows:
+                now = clock()
+                live = [row for row in rows if row.attempts < context.max_attempts]
+                following = (rows, now, executor.submit(evaluator, live, context, now))
+            if ahead is not None:
+                batch, now, future = ahead
+                summary.add(_write_rows(database, context, batch, future.result(), now=now))
+            if following is None:
+                break
+            ahead = following
     return summary
 
 
@@ -75,22 +104,201 @@ def _process_rows(
     evaluator: Evaluator,
     clock: Callable[[], datetime],
 ) -> ProcessSummary:
-    summary = ProcessSummary()
     now = clock()
-    exhausted = [row for row in rows if row.status == "new" and row.attempts >= context.max_attempts]
-    live = [row for row in rows if row not in exhausted]
+    live = [row for row in rows if row.attempts < context.max_attempts]
     outcomes = evaluator(live, context, now) if live else []
+    return _write_rows(database, context, rows, outcomes, now=now)
+
+
+def _write_rows(
+    database: Database,
+    context: PipelineContext,
+    rows: Sequence[store.PendingRaw],
+    outcomes: Sequence[Outcome],
+    *,
+    now: datetime,
+) -> ProcessSummary:
+    """Write the outcomes of the rows evaluated; rows that reached max_attempts (no outcome) are quarantined."""
+    summary = ProcessSummary()
+    live = [row for row in rows if row.attempts < context.max_attempts]
     with database.session(write=True) as session:
-        for row in exhausted:
+        for row in rows:
+            if row.attempts < context.max_attempts:
+                continue
             reason = f"processing did not finish {row.attempts} times (the process died while handling it)"
             if store.set_raw_outcome(session, row.id, status="quarantined", reason=reason, now=now, only_if="new"):
                 summary.counts["quarantined"] += 1
-        for row, outcome in zip(live, outcomes, strict=True):
-            status = apply_outcome(session, row, outcome, now=now, context=context)
-            if status is not None:
-                summary.counts[status] += 1
+        summary.counts.update(write_outcomes(session, live, outcomes, now=now, context=context))
         session.commit()
     return summary
+
+
+def write_outcomes(
+    session: Any,
+    rows: Sequence[store.PendingRaw],
+    outcomes: Sequence[Outcome],
+    *,
+    now: datetime,
+    context: PipelineContext,
+) -> Counter[str]:
+    """Write a batch's outcomes: in a few statements for the whole batch when all goes well, else message by
+    message, each in its own savepoint, so a message the database refuses is quarantined alone."""
+    if not rows:
+        return Counter()
+    try:
+        with session.begin_nested():
+            return _write_batch(session, rows, outcomes, now=now, context=context)
+    except Exception as exc:
+        log.info("writing %d outcomes at once failed (%s); writing them one by one", len(rows), describe_error(exc))
+    counts: Counter[str] = Counter()
+    for row, outcome in zip(rows, outcomes, strict=True):
+        status = apply_outcome(session, row, outcome, now=now, context=context)
+        if status is not None:
+            counts[status] += 1
+    return counts
+
+
+@dataclass
+class _NewCard:
+    """A card just inserted, as assignment reads it."""
+
+    id: int | None
+    source_type: str
+    action: str
+    product: str | None
+    author_url: str | None
+    author_email: str | None
+    author_phone: str | None
+    responsible: str | None = None
+
+
+def _write_batch(
+    session: Any,
+    rows: Sequence[store.PendingRaw],
+    outcomes: Sequence[Outcome],
+    *,
+    now: datetime,
+    context: PipelineContext,
+) -> Counter[str]:
+    raw_ids = [row.id for row in rows]
+    heads = store.raw_heads(session, raw_ids)  # locked: nobody else writes these rows until we commit
+    existing = store.card_ids_for_raws(session, raw_ids)
+    sent: dict[int, datetime] = {}
+    earliest: dict[str, datetime] = {}  # per sender in this batch: how far back the storm limit must look
+    for row, outcome in zip(rows, outcomes, strict=True):
+        if row.id in heads:
+            sent[row.id] = moment = sent_time(outcome.meta.get("date"), heads[row.id].stored_at)
+            address = outcome.meta.get("sender_address")
+            if address and (address not in earliest or moment < earliest[address]):
+                earliest[address] = moment
+    storm = _StormCount(session, context, first_id=min(raw_ids), earliest=earliest)
+    counts: Counter[str] = Counter()
+    updates: list[dict[str, Any]] = []
+    new_cards: list[store.NewCard] = []
+    one_by_one: list[tuple[store.PendingRaw, Outcome]] = []
+    for row, outcome in zip(rows, outcomes, strict=True):
+        head = heads.get(row.id)
+        if head is None or head.status != row.status:
+            continue  # another process wrote this message's outcome first
+        address = outcome.meta.get("sender_address")
+        if row.id in existing or outcome.status == "proof":
+            one_by_one.append((row, outcome))  # a card parsed again, a reply proof: written message by message
+            storm.note(address, sent[row.id])
+            continue
+        if outcome.status == "card" and outcome.card is not None and outcome.parser is not None:
+            excess = storm.excess(address, sent[row.id])
+            if excess:
+                outcome = Outcome(
+                    "skipped", excess, parser=outcome.parser, parser_version=outcome.parser_version, meta=outcome.meta
+                )
+        storm.note(address, sent[row.id])
+        updates.append(
+            {
+                "id": row.id,
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "parser": outcome.parser,
+                "parser_version": outcome.parser_version,
+                **{key: outcome.meta.get(key) for key in _META_COLUMNS},
+                "sent_at": sent[row.id],
+                "processed_at": now,
+            }
+        )
+        if outcome.status == "card" and outcome.card is not None and outcome.parser is not None:
+            new_cards.append(store.NewCard(row.id, head.message_id, outcome.parser, outcome.card))
+        counts[outcome.status] += 1
+    store.set_raw_outcomes(session, updates)
+    card_ids = store.add_cards(session, new_cards, now=now)
+    if context.team.managers and card_ids:
+        load = TeamLoad(session)
+        for card_id, new in zip(card_ids, new_cards, strict=True):
+            data = new.data
+            card = _NewCard(
+                card_id,
+                data.source_type,
+                data.action,
+                data.product,
+                data.author_url,
+                data.author_email,
+                data.author_phone,
+            )
+            assign_new(session, card, context.team, now=now, load=load)
+    for row, outcome in one_by_one:
+        status = _write_outcome(session, row, outcome, now=now, context=context)
+        if status is not None:
+            counts[status] += 1
+    return counts
+
+
+_META_COLUMNS = ("subject", "sender", "sender_address", "date")
+
+
+def sent_time(date: datetime | None, stored_at: datetime) -> datetime:
+    """When a message was sent, as far as it can be trusted: its Date header, but never after it was stored."""
+    if date is None:
+        return stored_at
+    return min(date.astimezone(UTC), stored_at)
+
+
+class _StormCount:
+    """The per-sender limit over one batch: earlier messages counted in the database, this batch's in memory."""
+
+    def __init__(self, session: Any, context: PipelineContext, *, first_id: int, earliest: dict[str, datetime]) -> None:
+        self.session = session
+        self.earliest = earliest
+        self.rules = context.storm
+        self.managers = tuple(a for m in context.team.managers for a in m.emails)
+        self.first_id = first_id
+        self.window = timedelta(seconds=self.rules.window_seconds)
+        self.stored: dict[str, list[datetime]] = {}
+        self.batch: dict[str, list[datetime]] = {}
+
+    def excess(self, address: str | None, at: datetime) -> str | None:
+        if self.rules.exempt(address, self.managers):
+            return None
+        assert address is not None
+        if address not in self.stored:
+            since = self.earliest.get(address, at) - self.window
+            self.stored[address] = store.sent_times(self.session, address, before_id=self.first_id, since=since)
+        start = at - self.window
+        earlier = sum(1 for moment in self.stored[address] if start <= moment <= at)
+        earlier += sum(1 for moment in self.batch.get(address, ()) if start <= moment <= at)
+        return storm_reason(self.rules, address, earlier)
+
+    def note(self, address: str | None, at: datetime) -> None:
+        if address:
+            self.batch.setdefault(address, []).append(at)
+
+
+def storm_reason(rules: Any, address: str, earlier: int) -> str | None:
+    """Why a message is part of a mail storm, given how many came from its sender just before it; None if not."""
+    if earlier < rules.limit:
+        return None
+    window = timedelta(seconds=rules.window_seconds)
+    return (
+        f"mail storm: more than {rules.limit} messages from {address} within {window} "
+        "([limits] sender_limit; notification senders go in sender_allow)"
+    )
 
 
 def apply_outcome(
@@ -117,7 +325,11 @@ def _write_outcome(
 ) -> str | None:
     # The status changes only if it is still what it was when the message was read: when two processes
     # handle the same message, the second one's update touches no row and it writes nothing else.
-    meta = {key: value for key, value in outcome.meta.items() if key in ("subject", "sender", "sender_address", "date")}
+    meta = {key: value for key, value in outcome.meta.items() if key in _META_COLUMNS}
+    head = store.raw_heads(session, [row.id]).get(row.id)
+    if head is None:
+        return None
+    meta["sent_at"] = sent_time(meta.get("date"), head.stored_at)
     team = context.team
     existing = store.card_for_raw(session, row.id)
     if existing is not None and (outcome.status != "card" or outcome.card is None):
@@ -140,7 +352,7 @@ def _write_outcome(
         status, reason = record_mail_proof(session, team, row.id, outcome.proof, now=now)
         outcome = Outcome(status, reason, meta=outcome.meta)
     if outcome.status == "card" and existing is None:
-        storm = _storm(session, row, meta.get("sender_address"), context)
+        storm = _storm(session, row, meta.get("sender_address"), meta["sent_at"], context)
         if storm:
             outcome = Outcome(
                 "skipped", storm, parser=outcome.parser, parser_version=outcome.parser_version, meta=outcome.meta
@@ -160,10 +372,8 @@ def _write_outcome(
     if outcome.status != "card" or outcome.card is None or outcome.parser is None:
         return outcome.status
     if existing is None:
-        raw = store.get_raw(session, row.id)
-        assert raw is not None
         card = store.add_card(
-            session, raw_id=row.id, message_id=raw.message_id, parser=outcome.parser, data=outcome.card, now=now
+            session, raw_id=row.id, message_id=head.message_id, parser=outcome.parser, data=outcome.card, now=now
         )
         if team.managers:
             assign_new(session, card, team, now=now)
@@ -172,7 +382,9 @@ def _write_outcome(
     return "card"
 
 
-def _storm(session: Any, row: store.PendingRaw, address: str | None, context: PipelineContext) -> str | None:
+def _storm(
+    session: Any, row: store.PendingRaw, address: str | None, at: datetime, context: PipelineContext
+) -> str | None:
     """Why this message is part of a mail storm (too many from one sender), or None."""
     rules = context.storm
     managers = tuple(a for m in context.team.managers for a in m.emails)
@@ -180,13 +392,7 @@ def _storm(session: Any, row: store.PendingRaw, address: str | None, context: Pi
         return None
     assert address is not None
     window = timedelta(seconds=rules.window_seconds)
-    earlier = store.earlier_from_sender(session, row.id, address, window)
-    if earlier < rules.limit:
-        return None
-    return (
-        f"mail storm: more than {rules.limit} messages from {address} within {window} "
-        "([limits] sender_limit; notification senders go in sender_allow)"
-    )
+    return storm_reason(rules, address, store.earlier_from_sender(session, row.id, address, at, window))
 
 
 def reprocess(

@@ -155,6 +155,9 @@ class IngestSummary:
         return f"{self.read} messages read: " + ", ".join(parts)
 
 
+PROCESS_EVERY = 20  # batches stored between processing runs of an import
+
+
 def ingest_paths(
     database: Database,
     context: PipelineContext,
@@ -172,25 +175,31 @@ def ingest_paths(
     oversized: list[tuple[store.RawItem, int]] = []
     held = 0  # bytes in `batch`
 
-    def flush() -> None:
-        nonlocal held
-        if not batch and not oversized:
-            return
-        with database.session(write=True) as session:
-            new_ids = store.add_raw(session, batch)
-            summary.duplicates += len(batch) - len(new_ids)
-            for item, size in oversized:
-                reason = f"too large: {size} bytes (limit {max_message_bytes}); only the headers were kept"
-                if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is None:
-                    summary.duplicates += 1
-                else:
-                    summary.outcomes["quarantined"] += 1
-            session.commit()
-        batch.clear()
-        oversized.clear()
-        held = 0
-        result = process_pending(database, context, evaluator=evaluator)
-        summary.outcomes.update(result.counts)
+    stored = 0  # messages stored and not processed yet
+
+    def flush(*, last: bool = False) -> None:
+        nonlocal held, stored
+        if batch or oversized:
+            with database.session(write=True) as session:
+                new_ids = store.add_raw(session, batch)
+                summary.duplicates += len(batch) - len(new_ids)
+                stored += len(new_ids)
+                for item, size in oversized:
+                    reason = f"too large: {size} bytes (limit {max_message_bytes}); only the headers were kept"
+                    if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is None:
+                        summary.duplicates += 1
+                    else:
+                        summary.outcomes["quarantined"] += 1
+                session.commit()
+            batch.clear()
+            oversized.clear()
+            held = 0
+        # Processing goes in runs of several batches: worker processes evaluate one batch while the last is
+        # written, and cards still appear as a long import goes on.
+        if stored and (last or stored >= PROCESS_EVERY * context.batch_size):
+            stored = 0
+            result = process_pending(database, context, evaluator=evaluator)
+            summary.outcomes.update(result.counts)
 
     for message in iter_messages(path_list, max_bytes=max_message_bytes, errors=summary.errors):
         summary.read += 1
@@ -207,7 +216,7 @@ def ingest_paths(
             flush()
         if progress is not None:
             progress(message.consumed)
-    flush()
+    flush(last=True)
     return summary
 
 

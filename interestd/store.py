@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal, or_, select, tuple_, update
+from sqlalchemy import bindparam, case, delete, func, insert, literal, or_, select, tuple_, update
 from sqlmodel import Session
 
 from interestd.card import CardData
@@ -210,21 +210,70 @@ def set_raw_outcome(
     return bool(session.execute(statement.values(**values)).rowcount)
 
 
-def earlier_from_sender(session: Session, raw_id: int, address: str, window: timedelta) -> int:
-    """How many messages from `address` arrived within `window` before this one (for the storm limit)."""
-    stored_at = session.scalar(select(RawMessage.stored_at).where(RawMessage.id == raw_id))
-    if stored_at is None:
-        return 0
+def earlier_from_sender(session: Session, raw_id: int, address: str, at: datetime, window: timedelta) -> int:
+    """How many messages from `address` that came before this one were sent within `window` up to `at`."""
     return (
         session.scalar(
             select(func.count())
             .select_from(RawMessage)
             .where(
-                RawMessage.sender_address == address, RawMessage.id < raw_id, RawMessage.stored_at >= stored_at - window
+                RawMessage.sender_address == address,
+                RawMessage.id < raw_id,
+                RawMessage.sent_at >= at - window,
+                RawMessage.sent_at <= at,
             )
         )
         or 0
     )
+
+
+def sent_times(session: Session, address: str, *, before_id: int, since: datetime) -> list[datetime]:
+    """When the messages from `address` stored before `before_id` were sent, from `since` on (the storm limit)."""
+    statement = select(RawMessage.sent_at).where(
+        RawMessage.sender_address == address, RawMessage.id < before_id, RawMessage.sent_at >= since
+    )
+    return [moment for moment in session.scalars(statement) if moment is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class RawHead:
+    """What writing a message's outcome needs to know of its row: status now, Message-ID, when it was stored."""
+
+    status: str
+    message_id: str
+    stored_at: datetime
+
+
+def raw_heads(session: Session, raw_ids: Sequence[int]) -> dict[int, RawHead]:
+    """The rows' status as it is now, locked until the transaction ends (PostgreSQL; SQLite has one writer)."""
+    statement = (
+        select(RawMessage.id, RawMessage.status, RawMessage.message_id, RawMessage.stored_at)
+        .where(RawMessage.id.in_(list(raw_ids)))
+        .with_for_update()
+    )
+    return {row.id: RawHead(row.status, row.message_id, row.stored_at) for row in session.execute(statement)}
+
+
+def set_raw_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> None:
+    """Write many outcomes in one statement (the rows were checked with raw_heads in this transaction).
+
+    Each dict has id, status, reason, processed_at, sent_at and the columns of _KEPT_WHEN_NONE, where None keeps
+    the value already there (as set_raw_outcome does for what it is not given).
+    """
+    if not outcomes:
+        return
+    table = RawMessage.__table__
+    values: dict[str, Any] = {}
+    for name in outcomes[0]:
+        if name == "id":
+            continue
+        value = bindparam(f"b_{name}", type_=table.c[name].type)
+        values[name] = func.coalesce(value, table.c[name]) if name in _KEPT_WHEN_NONE else value
+    statement = update(table).where(table.c.id == bindparam("b_id")).values(values)
+    session.execute(statement, [{f"b_{key}": value for key, value in item.items()} for item in outcomes])
+
+
+_KEPT_WHEN_NONE = ("parser", "parser_version", "subject", "sender", "sender_address", "date")
 
 
 def get_raw(session: Session, raw_id: int) -> RawMessage | None:
@@ -250,6 +299,67 @@ def raw_counts(session: Session) -> dict[str, int]:
 
 def card_for_raw(session: Session, raw_id: int) -> Card | None:
     return session.scalars(select(Card).where(Card.raw_message_id == raw_id)).first()
+
+
+def card_ids_for_raws(session: Session, raw_ids: Sequence[int]) -> dict[int, int]:
+    """The card made from each of these messages, by message id (messages without one are left out)."""
+    statement = select(Card.raw_message_id, Card.id).where(Card.raw_message_id.in_(list(raw_ids)))
+    return {raw_id: card_id for raw_id, card_id in session.execute(statement)}
+
+
+@dataclass(frozen=True, slots=True)
+class NewCard:
+    """A card to insert: the message it comes from, the parser, the parsed fields."""
+
+    raw_id: int
+    message_id: str
+    parser: str
+    data: CardData
+
+
+def add_cards(session: Session, cards: Sequence[NewCard], *, now: datetime) -> list[int]:
+    """Insert many cards and their "created" events in two statements; the new ids, in the order given."""
+    if not cards:
+        return []
+    table = Card.__table__
+    rows = [
+        {
+            "raw_message_id": card.raw_id,
+            "message_id": card.message_id,
+            "parser": card.parser,
+            "received_at": now,
+            "updated_at": now,
+            "notes": "; ".join(card.data.notes) or None,
+            "processed": False,
+            "replied": False,
+            **{name: getattr(card.data, name) for name in CARD_FIELDS},
+        }
+        for card in cards
+    ]
+    result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    ids = [row[0] for row in result]
+    add_events(
+        session,
+        [
+            {
+                "card_id": card_id,
+                "kind": "created",
+                "actor": "pipeline",
+                "detail": f"parsed by {card.parser}",
+                "at": now,
+            }
+            for card_id, card in zip(ids, cards, strict=True)
+        ],
+    )
+    return ids
+
+
+def add_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
+    """Insert many events in one statement (keys: card_id, kind, at and any of actor, manager, detail, rule)."""
+    if not events:
+        return
+    columns = ("card_id", "kind", "at", "actor", "manager", "detail", "data", "rule")
+    session.execute(insert(Event.__table__), [{name: event.get(name) for name in columns} for event in events])
 
 
 def add_card(

@@ -9,9 +9,10 @@ import getpass
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel import Session
 
@@ -65,7 +66,53 @@ def sync_managers(database: Database, settings: Settings) -> int:
 # --- assignment of new cards (called by the pipeline in the card's own transaction) ---------------------------
 
 
-def person_owner(session: Session, card: Card) -> tuple[str | None, list[str]]:
+class AssignableCard(Protocol):
+    """What assignment reads of a card (a stored Card, or one the pipeline has just inserted)."""
+
+    id: int | None
+    source_type: str
+    action: str
+    product: str | None
+    author_url: str | None
+    author_email: str | None
+    author_phone: str | None
+    responsible: str | None
+
+
+@dataclass
+class TeamLoad:
+    """The managers' load as assignment sees it, read once and kept up to date while a batch is assigned."""
+
+    session: Session
+    _open: dict[str, int] | None = None
+    _last: dict[str, datetime] | None = None
+    _round_robin: str | None = None
+    _round_robin_read: bool = False
+
+    def pool(self, rules: TeamRules, now: datetime) -> list[Any]:
+        if self._open is None or self._last is None:
+            self._open = store.open_cards_by_manager(self.session)
+            self._last = store.last_assigned_by_manager(self.session)
+        return candidates(
+            rules.managers, day=now.astimezone(rules.zone).date(), open_cards=self._open, last_assigned=self._last
+        )
+
+    def last_round_robin(self) -> str | None:
+        if not self._round_robin_read:
+            self._round_robin = store.last_manager_by_rule(self.session, "round_robin")
+            self._round_robin_read = True
+        return self._round_robin
+
+    def assigned(self, manager: str, rule: str, now: datetime) -> None:
+        if self._open is not None:
+            self._open[manager] = self._open.get(manager, 0) + 1
+        if self._last is not None:
+            self._last[manager] = now
+        if rule == "round_robin":
+            self._round_robin, self._round_robin_read = manager, True
+
+
+def person_owner(session: Session, card: AssignableCard) -> tuple[str | None, list[str]]:
     """The manager already working this card's author, and the refs of that manager's cards of the person."""
     keys = identities(card.author_url, card.author_email, card.author_phone)
     owners = store.owners_of(session, keys)
@@ -81,25 +128,27 @@ def person_owner(session: Session, card: Card) -> tuple[str | None, list[str]]:
 
 def assign_new(
     session: Session,
-    card: Card,
+    card: AssignableCard,
     rules: TeamRules,
     *,
     now: datetime,
     policy: str | None = None,
     actor: str = "interestd",
+    load: TeamLoad | None = None,
 ) -> Decision:
-    """Decide who gets a card, record it (responsible, ownership of the person, an event). Returns the decision."""
+    """Decide who gets a card, record it (responsible, ownership of the person, an event). Returns the decision.
+
+    `load` carries the managers' load across the cards of one batch (read from the database when not given).
+    """
+    load = load or TeamLoad(session)
     owner, refs = person_owner(session, card)
     if owner is not None and rules.manager(owner) is None:
         owner = None  # the person's manager has left the team: the policy decides afresh
-    pool = candidates(
-        rules.managers,
-        day=now.astimezone(rules.zone).date(),
-        open_cards=store.open_cards_by_manager(session),
-        last_assigned=store.last_assigned_by_manager(session),
-    )
     chosen_policy = policy or rules.assignment.policy
-    last = store.last_manager_by_rule(session, "round_robin") if chosen_policy == "round_robin" else None
+    owner_decides = owner is not None and rules.assignment.one_owner_per_person
+    # The load is read only when a load policy will look at it (first_claim and known owners do not).
+    pool = load.pool(rules, now) if chosen_policy != "first_claim" and not owner_decides else []
+    last = load.last_round_robin() if chosen_policy == "round_robin" and not owner_decides else None
     decision = choose(
         rules.assignment,
         source_type=card.source_type,
@@ -128,10 +177,11 @@ def assign_new(
         detail=decision.reason,
         at=now,
     )
+    load.assigned(decision.manager, decision.rule, now)
     return decision
 
 
-def _keys(card: Card) -> list[str]:
+def _keys(card: AssignableCard) -> list[str]:
     return identities(card.author_url, card.author_email, card.author_phone)
 
 

@@ -73,6 +73,8 @@ class _Worker:
 class WorkerPool:
     """An Evaluator (see pipeline.process_pending) backed by worker processes."""
 
+    parallel = True  # process_pending may evaluate the next batch while it writes this one
+
     def __init__(
         self, context: PipelineContext, *, processes: int, timeout: float, memory_limit: int | None = None
     ) -> None:

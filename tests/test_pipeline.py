@@ -190,3 +190,83 @@ def test_a_message_that_keeps_killing_the_process_is_quarantined(app, tmp_path: 
         stored = store.get_raw(session, raw_id)
     assert stored is not None and stored.status == "quarantined"
     assert "did not finish 3 times" in (stored.reason or "")
+
+
+def _table(app) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """Everything the pipeline decided, comparable across runs (ids, statuses, reasons, card fields)."""
+    with app.session() as session:
+        raws = session.execute(
+            select(RawMessage.message_id, RawMessage.status, RawMessage.reason, RawMessage.parser).order_by(
+                RawMessage.message_id
+            )
+        ).all()
+        cards = session.execute(
+            select(
+                Card.message_id, Card.source_type, Card.action, Card.author_name, Card.text, Card.responsible
+            ).order_by(Card.message_id)
+        ).all()
+    return [tuple(row) for row in raws] + [tuple(row) for row in cards]
+
+
+def test_worker_processes_give_the_same_outcomes_as_the_process_itself(tmp_path: Path, database_url: str) -> None:
+    """With a pool, batch N+1 is evaluated while batch N is written: nothing may differ from one-by-one."""
+    from interestd.workers import WorkerPool
+    from tests.conftest import fresh_database_url, make_app
+
+    cases = sorted((FIXTURES / "parsers").glob("*/*.eml")) + MAIL_CASES
+    team = '[[managers]]\nlogin = "anna"\nemails = ["anna@uyut-dom.ru"]\n[[managers]]\nlogin = "oleg"\n'
+    config = '[limits]\nbatch_size = 7\n[assignment]\npolicy = "round_robin"\n' + team
+    serial = make_app(tmp_path / "serial", database_url, config)
+    _ingest(serial, _mailbox(tmp_path / "serial", cases))
+    expected = _table(serial)
+    serial.database.dispose()
+
+    pooled = make_app(tmp_path / "pooled", fresh_database_url(database_url, tmp_path, "pooled"), config)
+    with WorkerPool(pooled.context, processes=2, timeout=60) as pool:
+        summary = ingest_paths(
+            pooled.database,
+            pooled.context,
+            [_mailbox(tmp_path / "pooled", cases)],
+            max_message_bytes=10**7,
+            evaluator=pool,
+        )
+    assert sum(summary.outcomes.values()) == len(cases)
+    assert _table(pooled) == expected
+    with pooled.session() as session:
+        assigned = session.scalars(select(Card.responsible)).all()
+    assert set(assigned) == {"anna", "oleg"}  # round robin went on across batches
+    pooled.database.dispose()
+
+
+def test_a_message_the_database_refuses_is_quarantined_alone(tmp_path: Path, sqlite_url: str) -> None:
+    """The batch is written in a few statements; when the database refuses one card, the batch is written again
+    message by message and only that message is quarantined, with the database's reason."""
+    from sqlalchemy import text
+
+    from tests.conftest import make_app
+
+    app = make_app(tmp_path, sqlite_url)
+    with app.database.session(write=True) as session:
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse_card BEFORE INSERT ON card WHEN NEW.text LIKE '%refuse me%' "
+                "BEGIN SELECT RAISE(ABORT, 'card refused by a trigger'); END"
+            )
+        )
+        session.commit()
+    folder = tmp_path / "letters"
+    folder.mkdir()
+    for n in range(6):
+        body = "please refuse me" if n == 3 else f"question {n}"
+        (folder / f"{n}.eml").write_bytes(
+            f"From: client{n}@example.ru\r\nSubject: q{n}\r\nMessage-ID: <q{n}@example.ru>\r\n\r\n{body}\r\n".encode()
+        )
+    summary = _ingest(app, folder)
+    assert summary.outcomes == {"card": 5, "quarantined": 1}
+    with app.session() as session:
+        refused = session.scalars(select(RawMessage).where(RawMessage.status == "quarantined")).one()
+        events = session.scalar(select(func.count()).select_from(Event))
+    assert refused.message_id == "<q3@example.ru>"
+    assert "card refused by a trigger" in (refused.reason or "")
+    assert events == 5
+    app.database.dispose()

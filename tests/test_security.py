@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -19,18 +21,24 @@ from tests.conftest import make_app
 from tests.test_work import TEAM, _proof_mail, card, ingest, png
 
 
-def _letters(folder: Path, sender: str, count: int, start: int = 0) -> Path:
+def _letters(folder: Path, sender: str, count: int, start: int = 0, hours_apart: int = 0) -> Path:
     folder.mkdir(exist_ok=True)
+    first = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
     for n in range(start, start + count):
+        date = format_datetime(first + timedelta(hours=hours_apart * n))
         (folder / f"{n:03d}.eml").write_bytes(
             f"From: {sender}\r\nSubject: Question {n}\r\nMessage-ID: <storm-{n}@example.ru>\r\n"
-            f"Date: Fri, 20 Nov 2026 10:00:00 +0300\r\n\r\nHello, question number {n}\r\n".encode()
+            f"Date: {date}\r\n\r\nHello, question number {n}\r\n".encode()
         )
     return folder
 
 
-def test_a_mail_storm_is_skipped_after_the_limit_and_shows_in_the_report(tmp_path: Path, database_url: str) -> None:
-    app = make_app(tmp_path, database_url, '[limits]\nsender_limit = 5\nsender_window = "2h"\n' + TEAM)
+@pytest.mark.parametrize("batch_size", [200, 3])
+def test_a_mail_storm_is_skipped_after_the_limit_and_shows_in_the_report(
+    tmp_path: Path, database_url: str, batch_size: int
+) -> None:
+    limits = f'[limits]\nsender_limit = 5\nsender_window = "2h"\nbatch_size = {batch_size}\n'
+    app = make_app(tmp_path, database_url, limits + TEAM)
     ingest_paths(
         app.database,
         app.context,
@@ -57,6 +65,30 @@ def test_a_mail_storm_is_skipped_after_the_limit_and_shows_in_the_report(tmp_pat
     with app.session() as session:
         data = build(session, period_containing("day", date.today(), app.settings.report_zone))
     assert data.skipped[0][1] == 7 and data.skipped[0][0].startswith("mail storm")
+    app.database.dispose()
+
+
+def test_a_backlog_imported_at_once_is_judged_by_when_it_was_sent(tmp_path: Path, sqlite_url: str) -> None:
+    """A site's form robot sending 30 requests over 30 hours is no storm, even when all arrive in one import."""
+    app = make_app(tmp_path, sqlite_url, '[limits]\nsender_limit = 5\nsender_window = "2h"\n')
+    ingest_paths(
+        app.database,
+        app.context,
+        [_letters(tmp_path / "backlog", "Site <forms@uyut-dom.ru>", 30, hours_apart=1)],
+        max_message_bytes=10**7,
+    )
+    ingest_paths(  # the same robot looping: 8 at once, dated like the first letter of the backlog
+        app.database,
+        app.context,
+        [_letters(tmp_path / "loop", "Site <forms@uyut-dom.ru>", 8, start=100, hours_apart=0)],
+        max_message_bytes=10**7,
+    )
+    with app.session() as session:
+        statuses = [row.status for row in session.scalars(select(RawMessage).order_by(RawMessage.id))]
+    assert statuses[:30] == ["card"] * 30
+    # Within the 2 hours up to the loop's date there is the backlog's first letter, then the loop itself:
+    # four more are cards, the rest is the storm.
+    assert statuses[30:] == ["card"] * 4 + ["skipped"] * 4
     app.database.dispose()
 
 

@@ -81,6 +81,7 @@ def upgrade() -> None:
         sa.Column("sender_address", sa.String(length=320), nullable=True),
         sa.Column("date", sa.DateTime(timezone=True), nullable=True),
         sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("parser", sa.String(length=100), nullable=True),
@@ -92,7 +93,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id"),
     )
     op.create_index("ix_raw_message_content_hash", "raw_message", ["content_hash"], unique=False)
-    op.create_index("ix_raw_message_sender_stored", "raw_message", ["sender_address", "stored_at"], unique=False)
+    op.create_index("ix_raw_message_sender_sent", "raw_message", ["sender_address", "sent_at"], unique=False)
     op.create_index("ix_raw_message_status_id", "raw_message", ["status", "id"], unique=False)
     op.create_index("ix_raw_message_stored_at", "raw_message", ["stored_at"], unique=False)
 
