@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email
-import email.message
 import email.utils
 import hashlib
 import quopri
@@ -20,11 +18,11 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from interestd import mime
 from interestd.charsets import decode_bytes
 from interestd.htmltext import Link, html_to_text, links_of, parse_html, tree_to_text
+from interestd.mime import MAX_DEPTH, MAX_PARTS
 
-MAX_DEPTH = 20  # nested multiparts / attached messages followed; deeper parts are ignored (a defect)
-MAX_PARTS = 500  # MIME parts looked at per message
 MAX_ATTACHMENT_KEEP = 10 * 1024 * 1024  # bytes of one attachment kept in memory for proof images
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+?)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=")
@@ -131,8 +129,7 @@ class ParsedMessage:
 
 def parse_raw(raw: bytes) -> ParsedMessage:
     """Parse raw RFC 5322 bytes into a ParsedMessage. Never raises for malformed mail; records defects instead."""
-    message = email.message_from_bytes(raw)
-    return _from_message(message, size=len(raw), depth=0)
+    return _from_part(mime.parse(raw), size=len(raw), depth=0)
 
 
 def message_key(raw: bytes, message_id: str | None) -> tuple[str, str]:
@@ -166,12 +163,12 @@ def normalise_message_id(value: str | None) -> str | None:
     return value[:900] if len(value) > 2 else None
 
 
-def _from_message(message: email.message.Message, *, size: int, depth: int) -> ParsedMessage:
-    defects: list[str] = [type(d).__name__ for d in getattr(message, "defects", [])]
+def _from_part(message: mime.Part, *, size: int, depth: int) -> ParsedMessage:
+    defects: list[str] = list(message.defects)
     headers: list[tuple[str, str]] = []
     index: dict[str, list[str]] = {}
-    for name, value in message.raw_items():
-        decoded = decode_header(value) if isinstance(value, str) else str(value)
+    for name, value in message.headers:
+        decoded = decode_header(value)
         headers.append((name, decoded))
         index.setdefault(name.lower(), []).append(decoded)
 
@@ -179,7 +176,7 @@ def _from_message(message: email.message.Message, *, size: int, depth: int) -> P
     _collect(message, body, depth=depth, defects=defects)
 
     subject = _first(index, "subject") or ""
-    dates = _raw_values(message, "Date")
+    dates = message.get_all("Date")
     date = _parse_date(dates[0] if dates else None, defects)
     parsed = ParsedMessage(
         message_id=normalise_message_id(_first(index, "message-id")),
@@ -195,7 +192,7 @@ def _from_message(message: email.message.Message, *, size: int, depth: int) -> P
         forwarded=body.forwarded,
         defects=tuple(defects),
         size=size,
-        content_type=message.get_content_type(),
+        content_type=message.content_type,
         forward_kind="attached" if body.forwarded is not None else None,
         _header_index=index,
     )
@@ -218,27 +215,27 @@ class _Body:
     parts_seen: int = 0
 
 
-def _collect(root: email.message.Message, body: _Body, *, depth: int, defects: list[str]) -> None:
+def _collect(root: mime.Part, body: _Body, *, depth: int, defects: list[str]) -> None:
     # An explicit stack instead of recursion: hostile mail nests multiparts hundreds deep.
-    stack: list[tuple[email.message.Message, int]] = [(root, depth)]
+    stack: list[tuple[mime.Part, int]] = [(root, depth)]
     while stack:
         part, level = stack.pop()
         body.parts_seen += 1
         if body.parts_seen > MAX_PARTS:
             defects.append("TooManyParts")
             return
-        content_type = part.get_content_type()
-        if part.is_multipart():
+        if part is not root:
+            defects.extend(d for d in part.defects if d not in defects)
+        content_type = part.content_type
+        if part.multipart:
             if level >= MAX_DEPTH:
                 defects.append("NestedTooDeep")
                 continue
-            children = part.get_payload()
-            if not isinstance(children, list):
-                continue
+            children = part.children
             if content_type == "message/rfc822":
                 inner = children[0] if children else None
                 if inner is not None and body.forwarded is None and level + 1 < MAX_DEPTH:
-                    body.forwarded = _from_message(inner, size=0, depth=level + 1)
+                    body.forwarded = _from_part(inner, size=0, depth=level + 1)
                 elif inner is not None:
                     defects.append("NestedTooDeep" if level + 1 >= MAX_DEPTH else "ExtraAttachedMessage")
                 continue
@@ -247,66 +244,54 @@ def _collect(root: email.message.Message, body: _Body, *, depth: int, defects: l
                 children = _alternatives(children)
             stack.extend((child, level + 1) for child in reversed(children))
             continue
-        dispositions = _raw_values(part, "Content-Disposition")
-        disposition = dispositions[0].split(";")[0].strip().lower() if dispositions else ""
+        if "NestedTooDeep" in part.defects and (
+            content_type.startswith("multipart/") or content_type == "message/rfc822"
+        ):
+            continue  # left unparsed at the depth limit: its contents are ignored, as the defect says
         filename = _filename(part)
-        is_body_text = content_type in ("text/plain", "text/html") and disposition != "attachment" and not filename
+        is_body_text = content_type in ("text/plain", "text/html") and part.disposition != "attachment" and not filename
         if is_body_text:
-            text = decode_bytes(_payload_bytes(part, defects), _charset(part))
-            if content_type == "text/plain" and _param(part, "format").lower() == "flowed":
-                text = unflow(text, delete_space=_param(part, "delsp").lower() == "yes")
+            text = decode_bytes(_payload_bytes(part, defects), part.params.get("charset") or None)
+            if content_type == "text/plain" and part.params.get("format", "").lower() == "flowed":
+                text = unflow(text, delete_space=part.params.get("delsp", "").lower() == "yes")
             (body.plain if content_type == "text/plain" else body.html).append(text)
         elif content_type == "text/rfc822-headers" or content_type.startswith("message/"):
-            raw = _payload_bytes(part, defects)
+            raw = part.body if content_type == "message/rfc822" else _payload_bytes(part, defects)
             body.attachments.append(Attachment(filename, content_type, len(raw), raw[:MAX_ATTACHMENT_KEEP]))
         else:
             data = _payload_bytes(part, defects)
-            content_ids = _raw_values(part, "Content-ID")
-            content_id = content_ids[0] if content_ids else None
+            content_id = part.get("Content-ID")
             body.attachments.append(
                 Attachment(
                     filename=filename,
                     content_type=content_type,
                     size=len(data),
                     data=data[:MAX_ATTACHMENT_KEEP],
-                    content_id=content_id.strip(" <>") if isinstance(content_id, str) else None,
+                    content_id=content_id.strip(" <>") if content_id else None,
                 )
             )
 
 
-def _alternatives(children: list[email.message.Message]) -> list[email.message.Message]:
-    chosen: dict[str, email.message.Message] = {}
+def _alternatives(children: list[mime.Part]) -> list[mime.Part]:
+    chosen: dict[str, mime.Part] = {}
     others = []
     for child in children:
-        kind = child.get_content_type()
+        kind = child.content_type
         if kind in ("text/plain", "text/html"):
             chosen.setdefault(kind, child)
-        elif child.is_multipart():
+        elif child.multipart:
             # multipart/related wrapping the HTML counts as the HTML alternative.
             others.append(child)
     return list(chosen.values()) + others
 
 
-def _payload_bytes(part: email.message.Message, defects: list[str]) -> bytes:
+def _payload_bytes(part: mime.Part, defects: list[str]) -> bytes:
     """The decoded bytes of a leaf part (base64 / quoted-printable undone, leniently; 8-bit bytes as they came)."""
-    try:
-        data = part.get_payload(decode=True)
-    except Exception as exc:
-        defects.append(f"UndecodablePayload: {type(exc).__name__}")
-        return b""
-    for defect in getattr(part, "defects", []):
-        name = type(defect).__name__
+    data = part.payload()
+    for name in part.defects:
         if name not in defects:
             defects.append(name)
-    return data if isinstance(data, bytes) else b""
-
-
-def _param(part: email.message.Message, name: str) -> str:
-    try:
-        value = part.get_param(name)
-    except Exception:
-        return ""
-    return value if isinstance(value, str) else ""
+    return data
 
 
 def unflow(text: str, *, delete_space: bool = False) -> str:
@@ -335,24 +320,9 @@ def unflow(text: str, *, delete_space: bool = False) -> str:
     return "\n".join(out)
 
 
-def _charset(part: email.message.Message) -> str | None:
-    try:
-        charset = part.get_param("charset")
-    except Exception:
-        return None
-    if isinstance(charset, tuple):  # RFC 2231 form
-        charset = charset[2] if len(charset) > 2 else None
-    return str(charset) if charset else None
-
-
-def _filename(part: email.message.Message) -> str | None:
-    try:
-        name = part.get_filename()
-    except Exception:
-        return None
-    if not name:
-        return None
-    return decode_header(name) if isinstance(name, str) else None
+def _filename(part: mime.Part) -> str | None:
+    name = part.filename
+    return decode_header(name) if name else None
 
 
 def decode_header(value: str) -> str:
@@ -417,14 +387,8 @@ def _first(index: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def _raw_values(message: email.message.Message, name: str) -> list[str]:
-    """Header values as they came (compat32 turns 8-bit values into Header objects on get())."""
-    lowered = name.lower()
-    return [value for key, value in message.raw_items() if key.lower() == lowered and isinstance(value, str)]
-
-
-def _addresses(message: email.message.Message, name: str) -> tuple[Address, ...]:
-    raw_values = _raw_values(message, name)
+def _addresses(message: mime.Part, name: str) -> tuple[Address, ...]:
+    raw_values = message.get_all(name)
     if not raw_values:
         return ()
     try:
@@ -442,7 +406,7 @@ def _addresses(message: email.message.Message, name: str) -> tuple[Address, ...]
     return tuple(found)
 
 
-def _first_address(message: email.message.Message, name: str) -> Address | None:
+def _first_address(message: mime.Part, name: str) -> Address | None:
     found = _addresses(message, name)
     return found[0] if found else None
 
