@@ -109,8 +109,11 @@ def tree_to_text(root: Any) -> str:
 def _hidden(element: Any) -> bool:
     """Hidden from the reader (preheaders and the like): display:none, mso-hide:all, the hidden attribute."""
     style = element.get("style")
-    if style and ("none" in style or "mso-hide" in style):
-        compact = style.replace(" ", "").lower()
+    if style:
+        compact = style.lower()
+        if "none" not in compact and "mso-hide" not in compact:
+            return element.get("hidden") is not None
+        compact = compact.replace(" ", "")
         if "display:none" in compact or "mso-hide:all" in compact:
             return True
     return element.get("hidden") is not None

@@ -6,15 +6,16 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable
-from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
+import lxml.etree
+
 from interestd.dates import parse_human_date
 from interestd.extract import find_emails, find_phones
-from interestd.htmltext import normalise_text, tree_to_text
+from interestd.htmltext import normalise_text
 from interestd.message import ParsedMessage
 
 # The marker a mail client writes above an inline forward, and the header lines that follow it.
@@ -41,10 +42,9 @@ _PLAIN_LINK = re.compile(
 _NAME_WORD = re.compile(r"^[A-ZА-ЯЁ][a-zа-яё'’.-]*(?:-[A-ZА-ЯЁ][a-zа-яё'’]*)?$")
 _IMAGE_LABEL = re.compile(r"\[(?:image|изображение)\s*:([^\]]*)\]", re.IGNORECASE)
 _LINK_MARKS = re.compile(r"\s*<(?:https?|mailto):[^<>\s]*>|\[(?:image|изображение)\s*:[^\]]*\]", re.IGNORECASE)
-_HIDDEN_XPATH = (
-    "//*[contains(translate(translate(@style, ' ', ''), 'DISPLAYNOE', 'displaynoe'), 'display:none')"
-    " or contains(translate(@style, ' ', ''), 'mso-hide:all')]"
-)
+_IMAGES = lxml.etree.XPath(".//img[@src]")
+# Hosts whose links wrap the real target (redirectors, auto-login links, Gmail's image proxy).
+_WRAPPER_MARKS = ("away.php", "/login", "/dk", "google")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,8 @@ def in_domains(domain: str, roots: Iterable[str]) -> bool:
 def unwrap(href: str) -> str:
     """The real target of a link: redirectors, auto-login links and Gmail's image proxy undone."""
     href = href.strip()
+    if not any(mark in href for mark in _WRAPPER_MARKS):
+        return href
     proxied = _GMAIL_IMAGE_PROXY.match(href)
     if proxied:
         return proxied.group(1)
@@ -153,7 +155,7 @@ def anchors(msg: ParsedMessage, clean: Callable[[str], str]) -> list[Anchor]:
 
 def _html_anchor(element: Any, clean: Callable[[str], str]) -> Anchor:
     text = normalise_text(element.text_content()).replace("\n", " ")
-    images = element.xpath(".//img[@src]")
+    images = _IMAGES(element)
     src = unwrap(images[0].get("src")) if images else None
     alt = (images[0].get("alt") or "").strip() or None if images else None
     return Anchor(text=text, href=clean(element.get("href")), image=src, image_alt=alt)
@@ -161,9 +163,9 @@ def _html_anchor(element: Any, clean: Callable[[str], str]) -> Anchor:
 
 def body_lines(msg: ParsedMessage) -> list[str]:
     """The readable lines of the notification itself: for an inline forward, those after the forward header."""
-    tree = msg.html_tree
-    if tree is not None:
-        lines = [line.strip() for line in _visible_text(tree).split("\n")]
+    if msg.html_tree is not None:
+        # The HTML's text leaves hidden blocks out (preheaders repeat the person's words before their name).
+        lines = [line.strip() for line in msg.html_text.split("\n")]
     else:
         # A client's text rendering of HTML mail marks links "<https://…>" and images "[image: alt]".
         lines = [_LINK_MARKS.sub("", line).strip() for line in (msg.plain or msg.text).split("\n")]
@@ -175,17 +177,6 @@ def body_lines(msg: ParsedMessage) -> list[str]:
         while start < len(lines) and (not lines[start] or _FORWARD_FIELD.match(lines[start])):
             start += 1
     return [line for line in lines[start:] if line]
-
-
-def _visible_text(tree: Any) -> str:
-    """The HTML's text without hidden blocks (preheaders repeat the person's words before their name)."""
-    if not tree.xpath(_HIDDEN_XPATH):
-        return tree_to_text(tree)
-    copy = deepcopy(tree)
-    for element in copy.xpath(_HIDDEN_XPATH):
-        if element.getparent() is not None:
-            element.drop_tree()
-    return tree_to_text(copy)
 
 
 def date_of(line: str, reference: datetime | None) -> datetime | None:
