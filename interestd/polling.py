@@ -279,12 +279,23 @@ def _poll_folder(
     clock: Callable[[], datetime],
 ) -> None:
     action = settings.post_action
-    status = imap.select(connection, folder, readonly=action == "none")
     with database.session() as session:
         state = store.folder_state(session, settings.name, folder)
         known_validity = state.uidvalidity if state else None
         last_uid = state.last_uid if state else 0
         last_success = state.last_success_at if state else None
+        owed = (
+            action != "none"
+            and known_validity is not None
+            and bool(store.pending_actions(session, settings.name, folder, known_validity))
+        )
+    if known_validity is not None and not owed:
+        # Most polls find nothing: STATUS says so at the same cost on a folder of any size (SELECT reads the
+        # folder's index, which grows with it).
+        peek = imap.folder_status(connection, folder)
+        if peek and peek.uidvalidity == known_validity and peek.uidnext is not None and peek.uidnext - 1 <= last_uid:
+            return
+    status = imap.select(connection, folder, readonly=action == "none")
 
     if action != "none":
         if action.startswith("move:"):

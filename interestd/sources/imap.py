@@ -150,6 +150,24 @@ def select(mailbox: Any, folder: str, *, readonly: bool) -> FolderStatus:
     return FolderStatus(folder, uidvalidity, _untagged_int(client, "UIDNEXT"), exists)
 
 
+_STATUS_ITEM = re.compile(rb"(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)")
+
+
+def folder_status(mailbox: Any, folder: str) -> FolderStatus | None:
+    """UIDVALIDITY, UIDNEXT and message count by STATUS, without opening the folder: its cost does not grow with
+    the folder, unlike SELECT's. None when the server does not answer it fully (then SELECT tells)."""
+    status, data = mailbox.client.status(_quote(folder), "(UIDVALIDITY UIDNEXT MESSAGES)")
+    if status != "OK":
+        return None
+    values: dict[bytes, int] = {}
+    for item in data or []:
+        if isinstance(item, bytes):
+            values.update((name, int(number)) for name, number in _STATUS_ITEM.findall(item))
+    if b"UIDVALIDITY" not in values or b"UIDNEXT" not in values:
+        return None
+    return FolderStatus(folder, values[b"UIDVALIDITY"], values[b"UIDNEXT"], values.get(b"MESSAGES", 0))
+
+
 def _untagged_int(client: Any, name: str) -> int | None:
     _, values = client.response(name)
     for value in reversed(values or []):
