@@ -261,27 +261,26 @@ def sent_time(date: datetime | None, stored_at: datetime) -> datetime:
 
 
 class _StormCount:
-    """The per-sender limit over one batch: earlier messages counted in the database, this batch's in memory."""
+    """The per-sender limit over one batch: earlier messages read from the database in one query, this batch's
+    counted in memory."""
 
     def __init__(self, session: Any, context: PipelineContext, *, first_id: int, earliest: dict[str, datetime]) -> None:
-        self.session = session
-        self.earliest = earliest
         self.rules = context.storm
         self.managers = tuple(a for m in context.team.managers for a in m.emails)
-        self.first_id = first_id
         self.window = timedelta(seconds=self.rules.window_seconds)
-        self.stored: dict[str, list[datetime]] = {}
         self.batch: dict[str, list[datetime]] = {}
+        watched = [address for address in earliest if not self.rules.exempt(address, self.managers)]
+        self.stored: dict[str, list[datetime]] = {}
+        if watched:
+            since = min(earliest[address] for address in watched) - self.window
+            self.stored = store.sent_times(session, watched, before_id=first_id, since=since)
 
     def excess(self, address: str | None, at: datetime) -> str | None:
         if self.rules.exempt(address, self.managers):
             return None
         assert address is not None
-        if address not in self.stored:
-            since = self.earliest.get(address, at) - self.window
-            self.stored[address] = store.sent_times(self.session, address, before_id=self.first_id, since=since)
         start = at - self.window
-        earlier = sum(1 for moment in self.stored[address] if start <= moment <= at)
+        earlier = sum(1 for moment in self.stored.get(address, ()) if start <= moment <= at)
         earlier += sum(1 for moment in self.batch.get(address, ()) if start <= moment <= at)
         return storm_reason(self.rules, address, earlier)
 

@@ -227,12 +227,22 @@ def earlier_from_sender(session: Session, raw_id: int, address: str, at: datetim
     )
 
 
-def sent_times(session: Session, address: str, *, before_id: int, since: datetime) -> list[datetime]:
-    """When the messages from `address` stored before `before_id` were sent, from `since` on (the storm limit)."""
-    statement = select(RawMessage.sent_at).where(
-        RawMessage.sender_address == address, RawMessage.id < before_id, RawMessage.sent_at >= since
-    )
-    return [moment for moment in session.scalars(statement) if moment is not None]
+def sent_times(
+    session: Session, addresses: Sequence[str], *, before_id: int, since: datetime
+) -> dict[str, list[datetime]]:
+    """When the messages from these senders stored before `before_id` were sent, from `since` on (the storm
+    limit), by sender."""
+    found: dict[str, list[datetime]] = {address: [] for address in addresses}
+    for start in range(0, len(addresses), 500):
+        statement = select(RawMessage.sender_address, RawMessage.sent_at).where(
+            RawMessage.sender_address.in_(list(addresses[start : start + 500])),
+            RawMessage.id < before_id,
+            RawMessage.sent_at >= since,
+        )
+        for address, moment in session.execute(statement):
+            if address in found and moment is not None:
+                found[address].append(moment)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,8 +346,10 @@ def add_cards(session: Session, cards: Sequence[NewCard], *, now: datetime) -> l
         }
         for card in cards
     ]
-    result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
-    ids = [row[0] for row in result]
+    # One executemany, then the ids by message (INSERT ... RETURNING in parameter order goes row by row on SQLite).
+    session.execute(insert(table), rows)
+    by_raw = card_ids_for_raws(session, [card.raw_id for card in cards])
+    ids = [by_raw[card.raw_id] for card in cards]
     add_events(
         session,
         [
