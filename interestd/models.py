@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -84,8 +84,9 @@ class Card(SQLModel, table=True):
 
     __tablename__ = "card"
     __table_args__ = (
-        Index("ix_card_feed", "processed", "occurred_at"),
-        Index("ix_card_responsible_feed", "responsible", "processed", "occurred_at"),
+        # In the feed's own order (open first, newest first), so its first page is read straight off the index.
+        Index("ix_card_feed", "processed", text("occurred_at DESC"), text("id DESC")),
+        Index("ix_card_responsible_feed", "responsible", "processed", text("occurred_at DESC"), text("id DESC")),
         Index("ix_card_source_occurred", "source_type", "occurred_at"),
     )
 

@@ -148,11 +148,18 @@ def upgrade() -> None:
     op.create_index("ix_card_author_email", "card", ["author_email"], unique=False)
     op.create_index("ix_card_author_phone", "card", ["author_phone"], unique=False)
     op.create_index("ix_card_author_url", "card", ["author_url"], unique=False)
-    op.create_index("ix_card_feed", "card", ["processed", "occurred_at"], unique=False)
+    op.create_index(
+        "ix_card_feed", "card", ["processed", sa.text("occurred_at DESC"), sa.text("id DESC")], unique=False
+    )
     op.create_index("ix_card_occurred_at", "card", ["occurred_at"], unique=False)
     op.create_index("ix_card_product", "card", ["product"], unique=False)
     op.create_index("ix_card_received_at", "card", ["received_at"], unique=False)
-    op.create_index("ix_card_responsible_feed", "card", ["responsible", "processed", "occurred_at"], unique=False)
+    op.create_index(
+        "ix_card_responsible_feed",
+        "card",
+        ["responsible", "processed", sa.text("occurred_at DESC"), sa.text("id DESC")],
+        unique=False,
+    )
     op.create_index("ix_card_source_occurred", "card", ["source_type", "occurred_at"], unique=False)
 
     op.create_table(
