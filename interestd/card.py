@@ -7,8 +7,6 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-import phonenumbers
-
 from interestd.safety import clean_text, safe_url
 
 SOURCE_TYPES = (
@@ -158,6 +156,8 @@ def normalise_phone(value: str | None, region: str = "RU") -> str | None:
     digits = re.sub(r"\D", "", text)
     if len(digits) < 6 or len(digits) > 16:
         return None
+    import phonenumbers  # its metadata takes a while to load: only the pipeline needs it
+
     # Russian numbers are often written 8XXXXXXXXXX; phonenumbers reads that right only with region RU.
     try:
         number = phonenumbers.parse(text, region.upper())

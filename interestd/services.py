@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
@@ -20,19 +20,11 @@ from interestd import store
 from interestd.config import Settings
 from interestd.db import Database, check_schema
 from interestd.errors import NotFoundError, UsageError
-from interestd.message import message_key, quick_message_id
 from interestd.models import Card, Event, RawMessage, utcnow
-from interestd.pipeline import (
-    Evaluator,
-    PipelineContext,
-    ProcessSummary,
-    evaluate_serially,
-    process_pending,
-    reprocess,
-)
-from interestd.registry import load_registry
 from interestd.safety import csv_cell
-from interestd.sources.files import check_paths, iter_messages
+
+if TYPE_CHECKING:  # the pipeline is imported by the commands that process mail, not by every command
+    from interestd.pipeline import Evaluator, PipelineContext, ProcessSummary
 
 EXPORT_KEYS = (
     "id",
@@ -85,7 +77,9 @@ def build_context(settings: Settings) -> PipelineContext:
     """The pipeline's view of the settings: parsers, phone region, limits."""
     from interestd.custom import build_custom_parsers
     from interestd.evaluation import StormRules
+    from interestd.pipeline import PipelineContext
     from interestd.products import ProductRules
+    from interestd.registry import load_registry
     from interestd.work import TeamRules
 
     return PipelineContext(
@@ -111,6 +105,8 @@ POOL_FROM = 32  # below this many messages, starting worker processes costs more
 def evaluator_for(settings: Settings, context: PipelineContext, count: int) -> Iterator[Evaluator]:
     """How to evaluate `count` messages: worker processes (all cores, time and memory limits) for many, the
     process itself for a few (or when [limits] workers = 0)."""
+    from interestd.pipeline import evaluate_serially
+
     workers = settings.limits.worker_count
     if workers == 0 or count < POOL_FROM:
         yield evaluate_serially
@@ -165,9 +161,14 @@ def ingest_paths(
     *,
     max_message_bytes: int,
     progress: Callable[[int], None] | None = None,
-    evaluator: Evaluator = evaluate_serially,
+    evaluator: Evaluator | None = None,
 ) -> IngestSummary:
     """Store and process the mail in .eml files, folders, mbox files and Maildirs; idempotent."""
+    from interestd.message import message_key, quick_message_id
+    from interestd.pipeline import evaluate_serially, process_pending
+    from interestd.sources.files import check_paths, iter_messages
+
+    evaluator = evaluator or evaluate_serially
     path_list = list(paths)
     check_paths(path_list)
     summary = IngestSummary()
@@ -386,6 +387,8 @@ def reparse(
             if unknown:
                 raise UsageError(f"unknown status {unknown[0]!r} (one of {', '.join(MAIL_STATUSES)})")
             raw_ids = store.raw_ids_by_status(session, list(statuses))
+    from interestd.pipeline import reprocess
+
     with evaluator_for(settings, context, len(raw_ids)) as evaluator:
         return reprocess(database, context, raw_ids, evaluator=evaluator)
 
@@ -417,6 +420,7 @@ def configured_mailboxes(settings: Settings, names: Sequence[str] = ()) -> list[
 
 def poll_once(settings: Settings, database: Database, context: PipelineContext, names: Sequence[str] = ()) -> list[Any]:
     """One poll of every folder of every mailbox, then processing: exactly what the daemon's poll job does."""
+    from interestd.pipeline import process_pending
     from interestd.polling import holder_name, poll_mailbox
     from interestd.work import assign_overdue
 
@@ -456,6 +460,7 @@ def backfill(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Any]:
     """Import history since a date from every folder of the mailboxes, then process it."""
+    from interestd.pipeline import process_pending
     from interestd.polling import backfill_mailbox
 
     results = []
