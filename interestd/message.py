@@ -327,6 +327,8 @@ def _filename(part: mime.Part) -> str | None:
 
 def decode_header(value: str) -> str:
     """Decode a raw header value: RFC 2047 words (joined across adjacent words) and raw 8-bit text."""
+    if "\n" not in value and "\r" not in value and "=?" not in value and value.isascii():
+        return value  # most header values: plain ASCII on one line
     value = _FOLDING.sub(" ", value).replace("\r", "").replace("\n", " ")
     if "=?" not in value:
         return _decode_raw(value)
@@ -391,10 +393,12 @@ def _addresses(message: mime.Part, name: str) -> tuple[Address, ...]:
     raw_values = message.get_all(name)
     if not raw_values:
         return ()
-    try:
-        pairs = email.utils.getaddresses(raw_values)
-    except Exception:
-        return ()
+    pairs = _simple_addresses(raw_values)
+    if pairs is None:
+        try:
+            pairs = email.utils.getaddresses(raw_values)
+        except Exception:
+            return ()
     found = []
     for display, address in pairs:
         display_name = _single_line(decode_header(display)).strip(' "') or None
@@ -404,6 +408,27 @@ def _addresses(message: mime.Part, name: str) -> tuple[Address, ...]:
         if display_name or address:
             found.append(Address(display_name, address))
     return tuple(found)
+
+
+# One mailbox as most mail writes it: `addr@host`, `Name <addr@host>` or `"Name" <addr@host>`, with no comment,
+# group, quoted comma or second address; anything else goes to the standard (slower, complete) parser.
+_SIMPLE_ADDRESS = re.compile(r'\s*(?:"([^"\\,;:<>()]*)"|([^"\\,;:<>()@]*?))\s*<([^<>\s,;:()"\\]+@[^<>\s,;:()"\\]+)>\s*')
+_BARE_ADDRESS = re.compile(r'\s*([^<>\s,;:()"\\]+@[^<>\s,;:()"\\]+)\s*')
+
+
+def _simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
+    found = []
+    for value in values:
+        value = _FOLDING.sub(" ", value)
+        match = _SIMPLE_ADDRESS.fullmatch(value)
+        if match:
+            found.append(((match.group(1) if match.group(1) is not None else match.group(2)).strip(), match.group(3)))
+            continue
+        match = _BARE_ADDRESS.fullmatch(value)
+        if not match:
+            return None
+        found.append(("", match.group(1)))
+    return found
 
 
 def _first_address(message: mime.Part, name: str) -> Address | None:

@@ -34,10 +34,15 @@ class Part:
     content_type: str = "text/plain"
     params: dict[str, str] = field(default_factory=dict)
     multipart: bool = False  # a multipart/* or message/rfc822 whose children were parsed
+    _index: dict[str, list[str]] | None = None  # headers by lower-case name, built on first lookup
 
     def get_all(self, name: str) -> list[str]:
-        lowered = name.lower()
-        return [value for key, value in self.headers if key.lower() == lowered]
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for key, value in self.headers:
+                index.setdefault(key.lower(), []).append(value)
+        return index.get(name.lower(), [])
 
     def get(self, name: str) -> str | None:
         values = self.get_all(name)
@@ -113,8 +118,33 @@ def _entity(raw: bytes, *, depth: int, budget: list[int], default_type: str) -> 
     return part
 
 
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\n]*\n(?:[ \t][^\n]*\n)*)")
+
+
 def _split_headers(raw: bytes) -> tuple[list[tuple[str, str]], bytes, list[str]]:
     """The header fields and the body; a line that is no header ends the block early (a defect)."""
+    # The common case in C: a well-formed block up to its blank line, read with one regular expression.
+    if raw[:1] not in (b"\n", b"\r"):
+        lf, crlf = raw.find(b"\n\n"), raw.find(b"\n\r\n")
+        if lf >= 0 or crlf >= 0:
+            end = lf if crlf < 0 or (0 <= lf < crlf) else crlf
+            head = raw[: end + 1]
+            body = raw[end + (2 if end == lf else 3) :]
+            headers = []
+            position = 0
+            for match in _FIELD.finditer(head):
+                if match.start() != position:
+                    break
+                value = match.group(2).decode("ascii", "surrogateescape").lstrip(" \t").rstrip("\r\n")
+                headers.append((match.group(1).decode("ascii"), value))
+                position = match.end()
+            else:
+                if position == len(head):
+                    return headers, body, []
+    return _split_headers_slowly(raw)
+
+
+def _split_headers_slowly(raw: bytes) -> tuple[list[tuple[str, str]], bytes, list[str]]:
     headers: list[tuple[str, str]] = []
     defects: list[str] = []
     position = 0

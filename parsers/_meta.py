@@ -6,6 +6,7 @@ import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -86,8 +87,12 @@ def domain_in(domain: str, roots: Iterable[str]) -> bool:
     return any(domain == root or domain.endswith("." + root) for root in roots)
 
 
+@lru_cache(maxsize=4096)
 def clean_link(href: str, depth: int = 0) -> tuple[str, str | None] | None:
-    """(target URL without redirect wrappers and tracking parameters, FB's lloc) or None for a non-web link."""
+    """(target URL without redirect wrappers and tracking parameters, FB's lloc) or None for a non-web link.
+
+    Pure, and the same links recur in a notification (name, avatar and "reply" all point at one profile).
+    """
     try:
         parts = urlsplit(href.strip())
         host = (parts.hostname or "").lower()

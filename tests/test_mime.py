@@ -97,3 +97,24 @@ def test_a_multipart_without_a_boundary_or_its_first_delimiter_is_one_leaf() -> 
     assert not no_boundary.multipart and "NoBoundaryInMultipart" in no_boundary.defects
     unopened = mime.parse(b'Content-Type: multipart/mixed; boundary="x"\r\n\r\nno delimiter here\r\n')
     assert not unopened.multipart and "StartBoundaryNotFound" in unopened.defects
+
+
+def test_the_fast_header_reader_agrees_with_the_line_by_line_one() -> None:
+    """Header blocks are read with one regular expression when well formed, line by line otherwise: on real
+    and damaged headers (random bytes turned into line breaks, colons, blanks, NULs) both give the same."""
+    import random
+    from pathlib import Path
+
+    from tests.hostile import CORPUS
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    cases = [path.read_bytes()[:4000] for path in sorted(fixtures.rglob("*.eml"))]
+    cases += [make()[:4000] for make in CORPUS.values()]
+    rng = random.Random(5)
+    for raw in cases:
+        assert mime._split_headers(raw) == mime._split_headers_slowly(raw)
+        for _ in range(10):
+            damaged = bytearray(raw)
+            for _ in range(rng.randint(1, 5)):
+                damaged[rng.randrange(len(damaged))] = rng.choice(b"\r\n :\t\x00aZ")
+            assert mime._split_headers(bytes(damaged)) == mime._split_headers_slowly(bytes(damaged))
