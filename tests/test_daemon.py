@@ -171,6 +171,7 @@ def test_the_daemon_recovers_when_dovecot_restarts(tmp_path: Path, daemons, priv
     private_dovecot.start()
     private_dovecot.append(user, [letter(2)])
     wait_for(lambda: daemon.cards() == 2, 30, "the card after the restart")
+    wait_for(lambda: "poll mailbox=default ok=1 fetched=1" in daemon.log_text(), 10, "the poll that got it to end")
     assert daemon.alive()
     log = daemon.log_text()
     assert log.count("ERROR: default:") == 1, log  # one line per outage, not one per retry
