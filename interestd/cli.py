@@ -704,7 +704,10 @@ def _act(ctx: typer.Context, action: Any, *args: Any, **kwargs: Any) -> Any:
 @app.command()
 def claim(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="The card, e.g. INT-42.")],
+    ref: Annotated[str | None, typer.Argument(help="The card, e.g. INT-42.")] = None,
+    next_card: Annotated[
+        bool, typer.Option("--next", help="Take the open card that has waited longest (that you may take).")
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Take it even from another manager, route or capacity.")
     ] = False,
@@ -712,6 +715,13 @@ def claim(
     """Take a card: it is yours to answer. Exactly one of several managers claiming at once wins."""
     from interestd import work
 
+    if next_card == (ref is not None):
+        raise UsageError("name the card to claim (INT-n) or use --next, not both")
+    if next_card:
+        if force:
+            raise UsageError("--force goes with a named card, not --next")
+        typer.echo(_act(ctx, work.claim_next))
+        return
     typer.echo(_act(ctx, work.claim, ref, force=force))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, literal, or_, select, tuple_, update
@@ -371,7 +372,8 @@ def add_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
     if not events:
         return
     columns = ("card_id", "kind", "at", "actor", "manager", "detail", "data", "rule")
-    session.execute(insert(Event.__table__), [{name: event.get(name) for name in columns} for event in events])
+    rows = [{name: event.get(name) for name in columns} for event in events]
+    session.connection().execute(insert(Event.__table__), rows)
 
 
 def add_card(
@@ -711,12 +713,25 @@ def take_ownership(
     if not identities:
         return {}
     now = now or utcnow()
-    dialect = session.get_bind().dialect.name
-    session.execute(
-        insert_ignoring_duplicates(dialect, AuthorOwner.__table__),
-        [{"identity": i, "manager": manager, "card_id": card_id, "since": now} for i in identities],
+    connection = session.connection()
+    rows = [{"identity": i, "manager": manager, "card_id": card_id, "since": now} for i in identities]
+    return {identity: owner for identity, owner in connection.execute(_upsert_owner(connection.dialect.name), rows)}
+
+
+@cache
+def _upsert_owner(dialect: str) -> Any:
+    """INSERT owners ... ON CONFLICT keep the owner there ... RETURNING every identity's owner: rows nobody owned
+    are inserted, owned ones "updated" to themselves, and both come back (built once: it is on every claim)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    table = AuthorOwner.__table__
+    return (
+        dialect_insert(table)
+        .on_conflict_do_update(index_elements=[table.c.identity], set_={"manager": table.c.manager})
+        .returning(table.c.identity, table.c.manager)
     )
-    return {identity: row.manager for identity, row in owners_of(session, identities).items()}
 
 
 def move_ownership(
@@ -739,6 +754,64 @@ def drop_ownership(session: Session, identities: Sequence[str], manager: str) ->
         session.execute(
             delete(AuthorOwner).where(AuthorOwner.identity.in_(list(identities)), AuthorOwner.manager == manager)
         )
+
+
+@dataclass
+class ClaimedCard:
+    """What claiming and assignment need of a card, as the claiming UPDATE returned it."""
+
+    id: int
+    source_type: str
+    action: str
+    product: str | None
+    author_url: str | None
+    author_email: str | None
+    author_phone: str | None
+    responsible: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"INT-{self.id}"
+
+
+def claim_open_card(session: Session, card_id: int, manager: str, *, now: datetime) -> ClaimedCard | None:
+    """The atomic claim in one statement: the card becomes `manager`'s only while nobody is responsible and it is
+    not processed; None when it was not (a race lost, or nothing to claim: the caller looks why)."""
+    table = Card.__table__
+    statement = (
+        update(table)
+        .where(table.c.id == card_id, table.c.responsible.is_(None), table.c.processed.is_(False))
+        .values(responsible=manager, assigned_at=now, updated_at=now)
+        .returning(*_CLAIM_COLUMNS)
+    )
+    row = session.execute(statement).first()
+    return ClaimedCard(*row) if row is not None else None
+
+
+_CLAIM_COLUMNS = tuple(
+    Card.__table__.c[name]
+    for name in ("id", "source_type", "action", "product", "author_url", "author_email", "author_phone", "responsible")
+)
+
+
+def claim_next_open_card(
+    session: Session, manager: str, *, now: datetime, skip: Sequence[int] = ()
+) -> ClaimedCard | None:
+    """Make the open card nobody has that has waited longest `manager`'s, in one statement; cards another
+    transaction is claiming are passed over (PostgreSQL's SKIP LOCKED; SQLite has one writer at a time)."""
+    table = Card.__table__
+    oldest = select(table.c.id).where(table.c.responsible.is_(None), table.c.processed.is_(False))
+    if skip:
+        oldest = oldest.where(table.c.id.not_in(list(skip)))
+    oldest = oldest.order_by(table.c.occurred_at, table.c.id).limit(1).with_for_update(skip_locked=True)
+    statement = (
+        update(table)
+        .where(table.c.id == oldest.scalar_subquery(), table.c.responsible.is_(None))
+        .values(responsible=manager, assigned_at=now, updated_at=now)
+        .returning(*_CLAIM_COLUMNS)
+    )
+    row = session.connection().execute(statement).first()
+    return ClaimedCard(*row) if row is not None else None
 
 
 def claim_card(session: Session, card_id: int, manager: str, *, now: datetime, force: bool = False) -> bool:

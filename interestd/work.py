@@ -222,6 +222,14 @@ def claim(
 ) -> str:
     """Take a card. Exactly one of several managers claiming at once wins; the others learn who has it."""
     now = now or utcnow()
+    if not force:
+        # The common case in one statement: the UPDATE ... WHERE nobody is responsible decides between managers
+        # racing for this card. When it changes nothing, the card is read below to say why.
+        from interestd.services import parse_ref
+
+        taken = store.claim_open_card(session, parse_ref(ref), login, now=now)
+        if taken is not None:
+            return _claimed(session, settings, taken, login, now)
     card = _card(session, ref)
     assert card.id is not None
     if card.responsible == login:
@@ -263,7 +271,73 @@ def claim(
     return f"{card.ref} is now yours"
 
 
-def _check_route(settings: Settings, card: Card, login: str, force: bool) -> None:
+NEXT_LOOKS = 50  # open cards `claim --next` looks at before saying there is none for this manager
+
+
+def claim_next(session: Session, settings: Settings, login: str, *, now: datetime | None = None) -> str:
+    """Take the open card that has waited longest among those this manager may take (routes, the person's
+    owner). Managers taking cards this way at the same moment never get the same one, and never wait on
+    each other: a card another claim is deciding on is passed over."""
+    now = now or utcnow()
+    _check_capacity(session, settings, login, False)
+    passed: list[int] = []
+    manager = settings.manager(login)
+    for _ in range(NEXT_LOOKS):
+        taken = store.claim_next_open_card(session, login, now=now, skip=passed)
+        if taken is None:
+            break
+        route = route_for(settings.assignment.routes, taken.source_type, taken.action, taken.product)
+        owners = {}
+        if route is None or manager is None or route.group in manager.groups:
+            owners = store.take_ownership(session, _keys(taken), login, taken.id, now=now)
+        if (route is not None and manager is not None and route.group not in manager.groups) or any(
+            owner != login for owner in owners.values()
+        ):
+            session.rollback()  # another group's card or another manager's person: nothing else was done yet
+            passed.append(taken.id)
+            continue
+        _add_claimed_event(session, taken.id, login, now)
+        session.commit()
+        return f"{taken.ref} is now yours"
+    session.rollback()
+    raise NotFoundError(
+        "no open card for you to take"
+        + (" (the others are for other groups or other managers' people)" if passed else "")
+    )
+
+
+def _add_claimed_event(session: Session, card_id: int, login: str, now: datetime) -> None:
+    store.add_events(
+        session,
+        [{"card_id": card_id, "kind": "claimed", "at": now, "actor": login, "manager": login, "rule": "first claim"}],
+    )
+
+
+def _claimed(session: Session, settings: Settings, card: store.ClaimedCard, login: str, now: datetime) -> str:
+    """The rest of a claim won by the UPDATE: the route and capacity checks, then the person; any refusal undoes
+    the claim."""
+    try:
+        _check_route(settings, card, login, False)
+        _check_capacity(session, settings, login, False, claimed=1)
+    except ConflictError:
+        session.rollback()
+        raise
+    owners = store.take_ownership(session, _keys(card), login, card.id, now=now)
+    others = sorted({manager for manager in owners.values() if manager != login})
+    if others:
+        session.rollback()  # the person is someone else's: the claim is undone, and the message says whose
+        owner, refs = person_owner(session, card)
+        raise ConflictError(
+            f"{card.ref}'s author is worked by {owner or others[0]}"
+            + (f" ({', '.join(refs)})" if refs and owner else "")
+            + ": ask them, or use --force"
+        )
+    _add_claimed_event(session, card.id, login, now)
+    session.commit()
+    return f"{card.ref} is now yours"
+
+
+def _check_route(settings: Settings, card: Card | store.ClaimedCard, login: str, force: bool) -> None:
     route = route_for(settings.assignment.routes, card.source_type, card.action, card.product)
     manager = settings.manager(login)
     if route is not None and manager is not None and route.group not in manager.groups and not force:
@@ -271,11 +345,12 @@ def _check_route(settings: Settings, card: Card, login: str, force: bool) -> Non
         raise ConflictError(f"{card.ref} goes to group {route.group} ({members}): use --force to take it anyway")
 
 
-def _check_capacity(session: Session, settings: Settings, login: str, force: bool) -> None:
+def _check_capacity(session: Session, settings: Settings, login: str, force: bool, *, claimed: int = 0) -> None:
+    """Refuse when the manager is at capacity; `claimed`: cards of theirs already counted that this takes."""
     manager = settings.manager(login)
     if manager is None or manager.capacity is None or force:
         return
-    open_cards = store.open_cards_by_manager(session).get(login, 0)
+    open_cards = store.open_cards_by_manager(session).get(login, 0) - claimed
     if open_cards >= manager.capacity:
         raise ConflictError(
             f"{login} has {open_cards} open cards, the capacity set in the config: finish some first, or use --force"

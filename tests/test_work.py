@@ -201,6 +201,48 @@ def test_routes_limit_who_may_claim(tmp_path: Path, team) -> None:  # type: igno
     app.database.dispose()
 
 
+def test_a_claim_beyond_capacity_is_refused_and_undone(tmp_path: Path, team) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(tmp_path, str(team.database.url), TEAM.replace('login = "oleg"\n', 'login = "oleg"\ncapacity = 1\n'))
+    team.database.dispose()
+    [first, second] = ingest(app, VK_COMMENT, FORM)
+    assert act(app, work.claim, first, "oleg") == f"{first} is now yours"
+    with pytest.raises(ConflictError, match="oleg has 1 open cards, the capacity set in the config"):
+        act(app, work.claim, second, "oleg")
+    assert card(app, second).responsible is None  # the refused claim left nothing behind
+    assert kinds(app, second) == ["created:", "open:"]
+    assert act(app, work.claim, second, "oleg", force=True) == f"{second} is now yours"
+    app.database.dispose()
+
+
+def test_claim_next_takes_the_longest_waiting_card_this_manager_may_take(tmp_path: Path, team) -> None:  # type: ignore[no-untyped-def]
+    app = reconfigure(team, tmp_path, '[[assignment.routes]]\ngroup = "smm"\nsource_types = ["vk", "facebook"]\n')
+    refs = ingest(app, VK_COMMENT, FB_COMMENT, FORM, ORDER)
+    by_age = sorted(refs, key=lambda ref: (card(app, ref).occurred_at, card(app, ref).id))
+    social = [ref for ref in by_age if card(app, ref).source_type in ("vk", "facebook")]
+    sites = [ref for ref in by_age if ref not in social]
+    # oleg is in sales only: the VK and Facebook cards are routed past him.
+    assert act(app, work.claim_next, "oleg") == f"{sites[0]} is now yours"
+    assert act(app, work.claim_next, "oleg") == f"{sites[1]} is now yours"
+    with pytest.raises(NotFoundError, match="no open card for you to take \\(the others are for other groups"):
+        act(app, work.claim_next, "oleg")
+    assert act(app, work.claim_next, "anna") == f"{social[0]} is now yours"
+    assert kinds(app, social[0])[-1] == "claimed:anna"
+    assert act(app, work.claim_next, "ivan") == f"{social[1]} is now yours"
+    with pytest.raises(NotFoundError, match=r"^no open card for you to take$"):
+        act(app, work.claim_next, "ivan")
+    app.database.dispose()
+
+
+def test_claim_next_passes_over_a_person_another_manager_works(team) -> None:  # type: ignore[no-untyped-def]
+    [vk] = ingest(team, VK_MESSAGE)
+    act(team, work.claim, vk, "anna")
+    [letter] = ingest(team, SAME_PHONE_LETTER)  # the same person: assigned to anna on arrival
+    act(team, work.release, letter, "anna")  # back in the queue, but the person is still anna's
+    with pytest.raises(NotFoundError):
+        act(team, work.claim_next, "oleg")
+    assert act(team, work.claim_next, "anna") == f"{letter} is now yours"
+
+
 def test_release_and_reassign_move_the_person_with_their_open_cards(team) -> None:  # type: ignore[no-untyped-def]
     [vk] = ingest(team, VK_MESSAGE)
     act(team, work.claim, vk, "anna")
