@@ -441,6 +441,12 @@ def test_manager_cli_commands(team, capsys: pytest.CaptureFixture[str], tmp_path
         assert "claimed -> anna by anna [first claim]" in out
         assert run(capsys, *base, "--as", "boris", "claim", ref)[0] == 6
         assert run(capsys, *base, "--as", "anna", "claim", "INT-999")[0] == 6
+        [form] = ingest(team, FORM)
+        assert run(capsys, *base, "--as", "oleg", "claim", "--next")[:2] == (0, f"{form} is now yours\n")
+        code, _, err = run(capsys, *base, "--as", "oleg", "claim", "--next")
+        assert (code, err) == (6, "interestd: error: no open card for you to take\n")
+        assert run(capsys, *base, "--as", "oleg", "claim", ref, "--next")[0] == 2
+        assert run(capsys, *base, "--as", "oleg", "claim")[0] == 2
     finally:
         del os.environ["INTERESTD_DATABASE_URL"]
 
