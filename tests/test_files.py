@@ -62,6 +62,15 @@ def test_maildir_and_nested_folders_are_read_in_order(tmp_path: Path) -> None:
     ]
 
 
+def test_a_maildir_that_lost_its_empty_subfolders_is_still_read(tmp_path: Path) -> None:
+    # git and many archivers keep no empty folders: a Maildir checked out from a repository has no `cur`.
+    maildir = tmp_path / "checked-out"
+    (maildir / "new").mkdir(parents=True)
+    (maildir / "tmp").mkdir()
+    (maildir / "new" / "1700000002.M2P2.host").write_bytes(_letter(2))
+    assert [m.data for m in iter_messages([maildir], max_bytes=10**6)] == [_letter(2)]
+
+
 def test_unreadable_paths_are_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"no such file or folder: .*missing\.eml"):
         check_paths([tmp_path / "missing.eml"])

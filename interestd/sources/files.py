@@ -86,7 +86,8 @@ def _files(paths: list[Path]) -> Iterator[Path]:
 def _folder_files(folder: Path) -> Iterator[Path]:
     if is_maildir(folder):
         for sub in ("cur", "new"):
-            yield from sorted(p for p in (folder / sub).iterdir() if p.is_file() and not p.name.startswith("."))
+            if (folder / sub).is_dir():
+                yield from sorted(p for p in (folder / sub).iterdir() if p.is_file() and not p.name.startswith("."))
         # Maildir++ subfolders (.Sent, .Archive ...) are mail folders of their own.
         for child in sorted(folder.iterdir()):
             if child.is_dir() and child.name.startswith(".") and is_maildir(child):
@@ -103,7 +104,10 @@ def _folder_files(folder: Path) -> Iterator[Path]:
 
 
 def is_maildir(folder: Path) -> bool:
-    return all((folder / sub).is_dir() for sub in ("cur", "new", "tmp"))
+    # Copied through git or an archive, a Maildir loses its empty subfolders: a `cur` or `new` with one more of
+    # the three is enough.
+    present = {sub for sub in ("cur", "new", "tmp") if (folder / sub).is_dir()}
+    return len(present) >= 2 and bool(present & {"cur", "new"})
 
 
 def is_mbox(path: Path) -> bool:
