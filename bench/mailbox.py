@@ -7,11 +7,15 @@ import base64
 import random
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "parsers"
 _MESSAGE_ID = re.compile(rb"^Message-I[Dd]:[ \t]*<[^>\r\n]*>", re.MULTILINE | re.IGNORECASE)
+_DATE = re.compile(rb"^Date:[ \t]*[^\r\n]*(?:\r?\n[ \t]+[^\r\n]*)*", re.MULTILINE | re.IGNORECASE)
+MOSCOW = timezone(timedelta(hours=3))
 _BOUNDARY = re.compile(rb'boundary="?([^";\r\n]+)"?', re.IGNORECASE)
 
 
@@ -62,10 +66,13 @@ def _with_image(raw: bytes, size: int, rng: random.Random) -> bytes:
     )
 
 
-def generate(count: int, *, seed: int = 7, image_share: float = 0.25) -> Iterator[bytes]:
-    """`count` unique messages cycling through the templates; about a quarter carry an image (up to 60 KB)."""
+def generate(count: int, *, seed: int = 7, image_share: float = 0.25, days: int = 30) -> Iterator[bytes]:
+    """`count` unique messages cycling through the templates, sent over the last `days` days in order (as a
+    shared mailbox fills); about a quarter carry an image (up to 60 KB)."""
     rng = random.Random(seed)
     bases = templates()
+    end = datetime.now(MOSCOW).replace(microsecond=0)
+    step = timedelta(days=days) / max(count, 1)
     for number in range(count):
         raw = bases[number % len(bases)]
         unique = f"<bench-{number}-{rng.getrandbits(32):08x}@bench.interestd>".encode()
@@ -73,11 +80,24 @@ def generate(count: int, *, seed: int = 7, image_share: float = 0.25) -> Iterato
             raw = _MESSAGE_ID.sub(b"Message-ID: " + unique, raw, count=1)
         else:
             raw = b"Message-ID: " + unique + b"\r\n" + raw
+        sent = format_datetime(end - step * (count - number) + timedelta(seconds=rng.randint(0, 59))).encode()
+        raw = _with_date(raw, sent)
         if rng.random() < image_share:
             raw = _with_image(raw, rng.randint(15_000, 60_000), rng)
         elif len(raw) < 3000:
             raw = raw.replace(b"\r\n\r\n", b"\r\nX-Bench-Padding: " + b"p" * (3000 - len(raw)) + b"\r\n\r\n", 1)
         yield raw
+
+
+def _with_date(raw: bytes, date: bytes) -> bytes:
+    """The message with its own Date header (the header block's, never a forwarded message's) set to `date`."""
+    head, separator, body = raw.partition(b"\r\n\r\n")
+    if not separator:
+        head, separator, body = raw.partition(b"\n\n")
+    head, found = _DATE.subn(b"Date: " + date, head, count=1)
+    if not found:
+        head = b"Date: " + date + b"\r\n" + head
+    return head + separator + body
 
 
 def write_maildir(folder: Path, count: int, *, seed: int = 7) -> int:

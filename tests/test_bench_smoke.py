@@ -62,3 +62,42 @@ def test_hostile_bench_prints_every_input() -> None:
 
     assert all(name in result.stdout for name in CORPUS)
     assert "CRASHED" not in result.stdout
+
+
+def test_the_benchmark_harness_runs_every_measurement_in_quick_mode(tmp_path: Path) -> None:
+    """bench/run.py in quick mode: every row of the table is measured and written (the figures themselves are
+    not judged here: timings belong to the benchmark, not to the tests)."""
+    from tests.conftest import PG_URL, require_server
+    from tests.dovecot import available
+
+    require_server(available(), "Dovecot (Debian package dovecot-imapd)")
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5):
+            reachable = True
+    except Exception:
+        reachable = False
+    require_server(reachable, "PostgreSQL on 127.0.0.1:5432")
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\nHand-written analysis stays.\n\n<!-- results -->\n<!-- /results -->\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--write", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
+    assert sorted(rows) == [str(n) for n in range(1, 10)], result.stdout
+    assert "msg/s" in rows["2"] and "x the floor" in rows["2"]
+    assert "x faster" in rows["3"]
+    assert "0 double assignments" in rows["8"]
+    written = target.read_text()
+    assert "Hand-written analysis stays." in written
+    assert written.count("| 9 |") == 1 and "Command: `bench/run.py --quick" in written
+    assert "ncalls" in written  # the profile of the ingest path
