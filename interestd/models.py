@@ -79,6 +79,10 @@ class RawMessage(SQLModel, table=True):
     processed_at: datetime | None = _time()
 
 
+UNCLAIMED_PG = "responsible IS NULL AND processed = false"
+UNCLAIMED_SQLITE = "responsible IS NULL AND processed = 0"
+
+
 class Card(SQLModel, table=True):
     """An interest card: the ten fields of ../shared/card.schema.json plus provenance and bookkeeping."""
 
@@ -88,6 +92,15 @@ class Card(SQLModel, table=True):
         Index("ix_card_feed", "processed", text("occurred_at DESC"), text("id DESC")),
         Index("ix_card_responsible_feed", "responsible", "processed", text("occurred_at DESC"), text("id DESC")),
         Index("ix_card_source_occurred", "source_type", "occurred_at"),
+        # The unclaimed queue alone, oldest first: `claim --next` reads its head without walking past the cards
+        # already claimed (which ix_card_feed would, more of them with every claim).
+        Index(
+            "ix_card_unclaimed",
+            "occurred_at",
+            "id",
+            postgresql_where=text(UNCLAIMED_PG),
+            sqlite_where=text(UNCLAIMED_SQLITE),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

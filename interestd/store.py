@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import bindparam, case, delete, false, func, insert, literal, or_, select, tuple_, update
 from sqlmodel import Session
 
 from interestd.card import CardData
@@ -799,19 +799,23 @@ def claim_next_open_card(
 ) -> ClaimedCard | None:
     """Make the open card nobody has that has waited longest `manager`'s, in one statement; cards another
     transaction is claiming are passed over (PostgreSQL's SKIP LOCKED; SQLite has one writer at a time)."""
+    row = session.connection().execute(claim_next_statement(manager, now=now, skip=skip)).first()
+    return ClaimedCard(*row) if row is not None else None
+
+
+def claim_next_statement(manager: str, *, now: datetime, skip: Sequence[int] = ()) -> Any:
     table = Card.__table__
-    oldest = select(table.c.id).where(table.c.responsible.is_(None), table.c.processed.is_(False))
+    # `processed = false`, as ix_card_unclaimed's condition says it, so that both engines use that index.
+    oldest = select(table.c.id).where(table.c.responsible.is_(None), table.c.processed == false())
     if skip:
         oldest = oldest.where(table.c.id.not_in(list(skip)))
     oldest = oldest.order_by(table.c.occurred_at, table.c.id).limit(1).with_for_update(skip_locked=True)
-    statement = (
+    return (
         update(table)
         .where(table.c.id == oldest.scalar_subquery(), table.c.responsible.is_(None))
         .values(responsible=manager, assigned_at=now, updated_at=now)
         .returning(*_CLAIM_COLUMNS)
     )
-    row = session.connection().execute(statement).first()
-    return ClaimedCard(*row) if row is not None else None
 
 
 def claim_card(session: Session, card_id: int, manager: str, *, now: datetime, force: bool = False) -> bool:

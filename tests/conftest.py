@@ -139,7 +139,24 @@ def fresh_database_url(database_url: str, tmp_path: Path, name: str) -> str:
     schema = f"{name}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
+    _fresh_schemas.append(schema)
     return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+_fresh_schemas: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_fresh_schemas() -> Iterator[None]:
+    """The schemas fresh_database_url made, dropped at the end of the session."""
+    yield
+    if not _fresh_schemas:
+        return
+    import psycopg
+
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as connection:
+        for schema in _fresh_schemas:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from interestd.cli import main
+from interestd.db import SCHEMA_REVISION
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -121,11 +122,11 @@ def test_export_and_reparse_commands(filled: Path, tmp_path: Path, capsys: pytes
 
 def test_db_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and out.strip() == "database schema upgraded: empty -> 0001"
+    assert code == 0 and out.strip() == f"database schema upgraded: empty -> {SCHEMA_REVISION}"
     code, out, _ = run(capsys, "db", "upgrade")
-    assert out.strip() == "database schema is up to date (0001)"
+    assert out.strip() == f"database schema is up to date ({SCHEMA_REVISION})"
     code, out, _ = run(capsys, "db", "current")
-    assert code == 0 and "schema:   0001" in out
+    assert code == 0 and f"schema:   {SCHEMA_REVISION}" in out
 
 
 def test_help_and_python_dash_m(tmp_path: Path) -> None:

@@ -20,10 +20,17 @@ def test_schema_revision_is_the_head_of_the_migrations() -> None:
     assert [rev.revision for rev in script.walk_revisions()][::-1] == list(KNOWN_REVISIONS)
 
 
-# Indexes in the feed's order (DESC columns): alembic cannot compare them, so they are checked by their SQL.
+# Indexes in the feed's order (DESC columns) and partial ones: alembic compares neither the order nor the
+# condition, so these are checked by their SQL.
 DESCENDING_INDEXES = {
-    "ix_card_feed": "processed, occurred_at desc, id desc",
-    "ix_card_responsible_feed": "responsible, processed, occurred_at desc, id desc",
+    "ix_card_feed": "(processed, occurred_at desc, id desc)",
+    "ix_card_responsible_feed": "(responsible, processed, occurred_at desc, id desc)",
+}
+PARTIAL_INDEXES = {
+    "ix_card_unclaimed": {
+        "sqlite": "(occurred_at, id) where responsible is null and processed = 0",
+        "postgresql": "(occurred_at, id) where ((responsible is null) and (processed = false))",
+    }
 }
 
 
@@ -38,8 +45,9 @@ def _differences(connection) -> list:  # type: ignore[no-untyped-def]
     else:
         rows = connection.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'card'")).all()
     found = {name: " ".join((sql or "").lower().replace('"', "").split()) for name, sql in rows}
-    for name, columns in DESCENDING_INDEXES.items():
-        if f"({columns})" not in found.get(name, ""):
+    expected = {**DESCENDING_INDEXES, **{name: sql[connection.dialect.name] for name, sql in PARTIAL_INDEXES.items()}}
+    for name, sql in expected.items():
+        if not found.get(name, "").endswith(sql):
             differences.append(("index", name, found.get(name)))
     return differences
 

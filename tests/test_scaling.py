@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from interestd.db import SCHEMA_REVISION
 from tests.conftest import _empty_postgres, fresh_database_url, require_server
 from tests.dovecot import PASSWORD
 from tests.mailgen import letter
@@ -100,7 +101,10 @@ def test_db_upgrade_from_two_processes_at_once(tmp_path: Path, database_url: str
     results = [(run.wait(120), run.stdout.read(), run.stderr.read()) for run in runs]  # type: ignore[union-attr]
     assert [code for code, _, _ in results] == [0, 0], results
     outputs = sorted(out.strip() for _, out, _ in results)
-    assert outputs == ["database schema is up to date (0001)", "database schema upgraded: empty -> 0001"]
+    assert outputs == [
+        f"database schema is up to date ({SCHEMA_REVISION})",
+        f"database schema upgraded: empty -> {SCHEMA_REVISION}",
+    ]
     assert _cli(config, "db", "current", env=env).returncode == 0
 
 

@@ -243,6 +243,29 @@ def test_claim_next_passes_over_a_person_another_manager_works(team) -> None:  #
     assert act(team, work.claim_next, "anna") == f"{letter} is now yours"
 
 
+def test_claim_next_reads_the_unclaimed_queue_off_its_own_index(team) -> None:  # type: ignore[no-untyped-def]
+    """The feed's index holds claimed cards too: walking it, each claim would pass over every card claimed
+    before (claims slow down as the queue is worked). PostgreSQL's planner took that index until
+    ix_card_unclaimed, which holds only what is left, was there; SQLite finds the unclaimed cards as a prefix
+    of ix_card_responsible_feed."""
+    statement = store.claim_next_statement("anna", now=datetime.now(UTC), skip=[1, 2])
+    with team.database.engine.connect() as connection:
+        compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+        if compiled.positional:
+            params: object = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        else:
+            params = compiled.params
+        if connection.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)
+            plan = " ".join(str(row[-1]) for row in rows)
+        else:
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # an empty table would not use any index
+            plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}", params))
+    assert "ix_card_feed " not in plan, plan
+    assert "ix_card_unclaimed" in plan or "ix_card_responsible_feed (responsible=? AND processed=?)" in plan, plan
+    team.database.dispose()
+
+
 def test_release_and_reassign_move_the_person_with_their_open_cards(team) -> None:  # type: ignore[no-untyped-def]
     [vk] = ingest(team, VK_MESSAGE)
     act(team, work.claim, vk, "anna")
