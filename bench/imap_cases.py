@@ -136,11 +136,12 @@ def poll_once(server: MailServer, folder: Folder, work: Path, name: str, *, extr
 
 
 def idle_polls(server: MailServer, folder: Folder, work: Path, *, polls: int) -> list[float]:
-    """Seconds of each of `polls` polls that find nothing new, as the daemon's poll job runs them (connect,
-    log in, look at the folder, record the poll), after a first poll that starts at the folder's end."""
+    """Seconds of each of `polls` polls that find nothing new, as the daemon's poll job runs them (its IMAP
+    connection kept from the poll before: NOOP, STATUS, record the poll), after a first poll that starts at
+    the folder's end."""
     from interestd.config import load_settings
     from interestd.pipeline import evaluate_serially
-    from interestd.polling import holder_name, poll_mailbox
+    from interestd.polling import KeptConnections, holder_name, poll_mailbox
     from interestd.services import build_context, open_database
 
     work.mkdir(parents=True, exist_ok=True)
@@ -155,6 +156,7 @@ def idle_polls(server: MailServer, folder: Folder, work: Path, *, polls: int) ->
     context = build_context(settings)
     mailbox = settings.all_mailboxes()[0]
     holder = holder_name("bench")
+    kept = KeptConnections()
     times = []
     try:
         for number in range(polls + 1):
@@ -167,6 +169,7 @@ def idle_polls(server: MailServer, folder: Folder, work: Path, *, polls: int) ->
                 max_message_bytes=settings.limits.max_message_bytes,
                 holder=holder,
                 evaluator=evaluate_serially,
+                kept=kept,
             )
             elapsed = time.perf_counter() - started
             if result.error or result.new:
@@ -174,6 +177,7 @@ def idle_polls(server: MailServer, folder: Folder, work: Path, *, polls: int) ->
             if number:  # the first poll records the starting point
                 times.append(elapsed)
     finally:
+        kept.close_all()
         database.dispose()
     return times
 

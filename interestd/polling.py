@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,57 @@ def _never() -> bool:
     return False
 
 
+class KeptConnections:
+    """The daemon's logged-in IMAP connections, one per mailbox, kept from one poll to the next.
+
+    A poll that finds nothing then costs one NOOP and one STATUS on the folder it left selected: no login, and
+    nothing that grows with the folder (a new session's first look at a folder reads its whole index). A
+    connection is kept only after a poll without error, and one that no longer answers is replaced.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[str, tuple[tuple[object, ...], Any]] = {}
+
+    @staticmethod
+    def _identity(settings: MailboxSettings) -> tuple[object, ...]:
+        return (settings.host, settings.effective_port, settings.security, settings.user, settings.ca_file)
+
+    def take(self, settings: MailboxSettings) -> Any | None:
+        with self._lock:
+            entry = self._kept.pop(settings.name, None)
+        if entry is None:
+            return None
+        identity, connection = entry
+        if identity != self._identity(settings) or not imap.still_usable(connection):
+            imap.close(connection)  # the mailbox was reconfigured, or the server closed it
+            return None
+        return connection
+
+    def keep(self, settings: MailboxSettings, connection: Any) -> None:
+        with self._lock:
+            old = self._kept.pop(settings.name, None)
+            self._kept[settings.name] = (self._identity(settings), connection)
+        if old is not None:
+            imap.close(old[1])
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            entry = self._kept.pop(name, None)
+        if entry is not None:
+            imap.close(entry[1])
+
+    def close_all(self) -> None:
+        with self._lock:
+            entries = list(self._kept.values())
+            self._kept.clear()
+        for _, connection in entries:
+            imap.close(connection)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
 def poll_mailbox(
     database: Database,
     context: PipelineContext,
@@ -157,11 +209,13 @@ def poll_mailbox(
     holder: str | None = None,
     keep_lease: bool = True,
     evaluator: Evaluator = evaluate_serially,
+    kept: KeptConnections | None = None,
 ) -> PollResult:
     """Fetch what is new in every folder of the mailbox, store it, do the post-actions, then process it.
 
     With a `holder`, the poll first takes the mailbox's lease (one poller per mailbox across hosts), renews it
-    between batches, and stops if it is lost; when another poller holds it, nothing is done.
+    between batches, and stops if it is lost; when another poller holds it, nothing is done. With `kept`, the
+    IMAP connection is taken from there and left there for the next poll.
     """
     started = time.monotonic()
     result = PollResult(settings.name)
@@ -169,6 +223,8 @@ def poll_mailbox(
         taken, current = take_lease(database, settings, holder, clock=clock)
         if not taken:
             result.polled_by, result.lease_expires = current.holder, current.expires_at
+            if kept is not None:
+                kept.drop(settings.name)
             return result
         should_stop = _renewing(database, settings, holder, should_stop, clock)
     try:
@@ -180,6 +236,7 @@ def poll_mailbox(
             max_message_bytes=max_message_bytes,
             should_stop=should_stop,
             clock=clock,
+            kept=kept,
         )
         if process and not should_stop():
             result.processed = process_pending(database, context, should_stop=should_stop, evaluator=evaluator)
@@ -215,14 +272,17 @@ def _fetch(
     max_message_bytes: int,
     should_stop: StopCheck,
     clock: Callable[[], datetime],
+    kept: KeptConnections | None = None,
 ) -> None:
     """The IMAP part of a poll: every folder, batch by batch; errors end up in result.error as one line."""
-    try:
-        connection = imap.connect(settings, password)
-    except MailboxError as exc:
-        result.error = str(exc)
-        _record(database, settings, None, error=result.error, clock=clock)
-        return
+    connection = kept.take(settings) if kept is not None else None
+    if connection is None:
+        try:
+            connection = imap.connect(settings, password)
+        except MailboxError as exc:
+            result.error = str(exc)
+            _record(database, settings, None, error=result.error, clock=clock)
+            return
     try:
         for folder in settings.folders:
             if should_stop():
@@ -245,7 +305,10 @@ def _fetch(
         result.error = f"{settings.name}: {imap.describe(exc)}"
         log.debug("poll of %s failed", settings.name, exc_info=True)
     finally:
-        imap.close(connection)
+        if kept is not None and result.error is None and not should_stop():
+            kept.keep(settings, connection)
+        else:
+            imap.close(connection)
     if result.error:
         _record(database, settings, None, error=result.error, clock=clock)
 

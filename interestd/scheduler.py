@@ -24,7 +24,7 @@ from interestd.config import MailboxSettings, Settings
 from interestd.db import Database, describe_error
 from interestd.errors import ConfigError, InterestdError
 from interestd.pipeline import PipelineContext, evaluate_serially
-from interestd.polling import PollResult, give_up_lease, holder_name, lease_ttl, poll_mailbox
+from interestd.polling import KeptConnections, PollResult, give_up_lease, holder_name, lease_ttl, poll_mailbox
 from interestd.sources import imap
 
 log = logging.getLogger("interestd.daemon")
@@ -71,6 +71,7 @@ class Daemon:
         self._reloading = False
         self._running_changed = threading.Condition()
         self._idle_watchers: list[IdleWatcher] = []
+        self._connections = KeptConnections()
         self.scheduler = BackgroundScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
         )
@@ -149,6 +150,7 @@ class Daemon:
             unfinished = self._running
         self._release_leases()
         if not unfinished:
+            self._connections.close_all()
             self._close_evaluator()
         if unfinished:
             # A network call is still waiting on its timeout. Nothing it has not committed is lost: the
@@ -193,6 +195,7 @@ class Daemon:
             for watcher in self._idle_watchers:
                 watcher.stop()
             self._idle_watchers.clear()
+            self._connections.close_all()  # a mailbox's server or login may have changed
             for job in self.scheduler.get_jobs():
                 if job.id.startswith(("poll:", "watchdog", "claim-window", "report", "leases")):
                     job.remove()
@@ -313,6 +316,7 @@ class Daemon:
                 should_stop=self.stop_event.is_set,
                 holder=self.identity,
                 evaluator=self.evaluator,
+                kept=self._connections,
             )
 
         except Exception as exc:  # the database went away while processing, or a bug: never kill the daemon

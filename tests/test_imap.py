@@ -11,7 +11,9 @@ from sqlalchemy import func, select
 from interestd import store
 from interestd.config import load_settings
 from interestd.models import Card, PendingAction, RawMessage
+from interestd.polling import KeptConnections, poll_mailbox
 from interestd.services import backfill, build_context, open_database, poll_once
+from interestd.sources import imap
 from tests.mailgen import letter
 
 
@@ -105,6 +107,81 @@ def test_uidvalidity_change_rescans_without_duplicates_or_gaps(setup: Setup) -> 
     assert setup.count(RawMessage) == 6 and setup.count(Card) == 6
     assert setup.message_ids() == sorted(f"<letter-{n}@example.ru>" for n in range(6))
     assert setup.poll().new == 0
+
+
+class CountingConnects:
+    """How many times polls logged in (real connections: only the count is added)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = imap.connect
+
+        def connect(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(imap, "connect", connect)
+
+
+def _kept_poll(setup: Setup, kept: KeptConnections):  # type: ignore[no-untyped-def]
+    """One poll as the daemon's poll job makes it: the connection taken from and left in `kept`."""
+    return poll_mailbox(
+        setup.database,
+        setup.context,
+        setup.settings.all_mailboxes()[0],
+        setup.settings.mailbox_password(setup.settings.all_mailboxes()[0]),
+        max_message_bytes=setup.settings.limits.max_message_bytes,
+        holder="test-daemon",
+        kept=kept,
+    )
+
+
+def test_the_daemon_keeps_its_connection_and_still_sees_every_new_message(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connects = CountingConnects(monkeypatch)
+    kept = KeptConnections()
+    setup.dovecot.append(setup.user, [letter(1)])
+    assert _kept_poll(setup, kept).new == 1
+    assert _kept_poll(setup, kept).new == 0
+    setup.dovecot.append(setup.user, [letter(2)])  # by another session, as the mail server's delivery is
+    assert _kept_poll(setup, kept).new == 1
+    # Delivered straight into the Maildir, as a local delivery agent writes it, while the folder is selected.
+    delivered = setup.dovecot.maildir(setup.user) / "new" / "1790000000.M1P1.test"
+    delivered.write_bytes(letter(3))
+    setup.dovecot.own_mail(setup.user)
+    assert _kept_poll(setup, kept).new == 1
+    assert connects.count == 1 and len(kept) == 1
+    assert setup.message_ids() == [f"<letter-{n}@example.ru>" for n in (1, 2, 3)]
+    kept.close_all()
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced_without_an_error(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connects = CountingConnects(monkeypatch)
+    kept = KeptConnections()
+    assert _kept_poll(setup, kept).error is None
+    setup.dovecot.doveadm("kick", setup.user)
+    setup.dovecot.append(setup.user, [letter(1)])
+    result = _kept_poll(setup, kept)
+    assert (result.error, result.new, connects.count) == (None, 1, 2)
+    # The folder's UIDVALIDITY changes under a kept connection: the rescan still finds each message once.
+    setup.dovecot.set_uidvalidity(setup.user, setup.dovecot.uidvalidity(setup.user) + 1000)
+    setup.dovecot.append(setup.user, [letter(2)])
+    result = _kept_poll(setup, kept)
+    assert (result.error, result.new) == (None, 1) and result.folders[0].rescanned
+    assert setup.message_ids() == [f"<letter-{n}@example.ru>" for n in (1, 2)]
+    kept.close_all()
+
+
+def test_a_failed_poll_keeps_no_connection(setup: Setup) -> None:
+    kept = KeptConnections()
+    assert _kept_poll(setup, kept).error is None and len(kept) == 1
+    setup.configure(folders=["INBOX", "No such folder"])
+    result = _kept_poll(setup, kept)
+    assert result.error is not None and "No such folder" in result.error
+    assert len(kept) == 0
 
 
 def test_move_post_action_moves_only_committed_messages(

@@ -137,6 +137,16 @@ def close(mailbox: Any) -> None:
     _close(mailbox)
 
 
+def still_usable(mailbox: Any) -> bool:
+    """A NOOP on a connection kept from an earlier poll: True when it answers. It also makes the server look at
+    the selected folder again, so that what follows sees mail that came in since."""
+    try:
+        status, _ = mailbox.client.noop()
+    except Exception:
+        return False
+    return status == "OK"
+
+
 def select(mailbox: Any, folder: str, *, readonly: bool) -> FolderStatus:
     """SELECT (or EXAMINE) a folder and read its UIDVALIDITY, UIDNEXT and message count."""
     client = mailbox.client
