@@ -22,27 +22,14 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
 
+from interestd.card import PARSED_FIELDS
 from interestd.charsets import decode_bytes
 from interestd.pipeline import PipelineContext, evaluate
 from interestd.registry import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "parsers"
-FIELDS = (
-    "source_type",
-    "action",
-    "text",
-    "occurred_at",
-    "source_url",
-    "author_name",
-    "author_url",
-    "author_photo_url",
-    "author_email",
-    "author_phone",
-    "product",
-    "product_url",
-    "reply_url",
-)
+FIELDS = PARSED_FIELDS
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 

@@ -411,12 +411,19 @@ def versions() -> str:
     for name in ("imap-tools", "SQLAlchemy", "lxml"):
         with contextlib.suppress(Exception):
             found.append(f"{name} {version(name)}")
-    for command in (["dovecot", "--version"], ["psql", "--version"]):
+    # `dovecot --version`: "2.3.19.1 (9b53102964)"; `psql --version`: "psql (PostgreSQL) 15.20 (Debian ...)".
+    for name, command, word in (("Dovecot", ["dovecot", "--version"], 0), ("PostgreSQL", ["psql", "--version"], 2)):
         try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
-            found.append(f"{command[0]} {out.split()[-1] if out else '?'}")
+            words = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.split()
         except (OSError, subprocess.SubprocessError):
-            pass
+            continue
+        found.append(f"{name} {words[word] if len(words) > word else '?'}")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        if commit:
+            found.append(f"at commit {commit}")
     return ", ".join(found)
 
 

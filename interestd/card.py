@@ -23,6 +23,22 @@ SOURCE_TYPES = (
 )
 ACTIONS = ("comment", "reply", "like", "repost", "message", "review", "request", "mention", "subscription", "order")
 URL_FIELDS = ("source_url", "author_url", "author_photo_url", "product_url", "reply_url")
+# What a parser reads out of a message: every field of CardDraft but `missing`.
+PARSED_FIELDS = (
+    "source_type",
+    "action",
+    "text",
+    "occurred_at",
+    "source_url",
+    "author_name",
+    "author_url",
+    "author_photo_url",
+    "author_email",
+    "author_phone",
+    "product",
+    "product_url",
+    "reply_url",
+)
 MAX_TEXT = 20_000
 
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\"]{2,}$")

@@ -103,28 +103,16 @@ def _evaluate_parsed(
         )
     try:
         draft = parser.parse(original)
-    except ParseError as exc:
-        return Outcome(
-            "quarantined",
-            f"{parser.name}: {exc}",
-            parser=parser.name,
-            parser_version=parser.version,
-            meta=meta,
-            considered=pick.matched,
-        )
-    except MemoryError:
-        return Outcome(
-            "quarantined",
-            f"{parser.name} parser needs more memory than the limit allows (worker_memory)",
-            parser=parser.name,
-            parser_version=parser.version,
-            meta=meta,
-            considered=pick.matched,
-        )
     except Exception as exc:
+        if isinstance(exc, ParseError):
+            reason = f"{parser.name}: {exc}"
+        elif isinstance(exc, MemoryError):
+            reason = f"{parser.name} parser needs more memory than the limit allows (worker_memory)"
+        else:
+            reason = f"{parser.name} parser failed: {type(exc).__name__}: {_first_line(exc)}"
         return Outcome(
             "quarantined",
-            f"{parser.name} parser failed: {type(exc).__name__}: {_first_line(exc)}",
+            reason,
             parser=parser.name,
             parser_version=parser.version,
             meta=meta,

@@ -158,20 +158,6 @@ def write_outcomes(
     return counts
 
 
-@dataclass
-class _NewCard:
-    """A card just inserted, as assignment reads it."""
-
-    id: int | None
-    source_type: str
-    action: str
-    product: str | None
-    author_url: str | None
-    author_email: str | None
-    author_phone: str | None
-    responsible: str | None = None
-
-
 def _write_batch(
     session: Any,
     rows: Sequence[store.PendingRaw],
@@ -233,7 +219,7 @@ def _write_batch(
         load = TeamLoad(session)
         for card_id, new in zip(card_ids, new_cards, strict=True):
             data = new.data
-            card = _NewCard(
+            card = store.ClaimedCard(
                 card_id,
                 data.source_type,
                 data.action,
@@ -241,6 +227,7 @@ def _write_batch(
                 data.author_url,
                 data.author_email,
                 data.author_phone,
+                responsible=None,
             )
             assign_new(session, card, context.team, now=now, load=load)
     for row, outcome in one_by_one:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, delete, false, func, insert, literal, or_, select, tuple_, update
 from sqlmodel import Session
 
-from interestd.card import CardData
+from interestd.card import PARSED_FIELDS, CardData
 from interestd.db import insert_ignoring_duplicates
 from interestd.models import (
     AuthorOwner,
@@ -28,22 +28,7 @@ from interestd.models import (
     utcnow,
 )
 
-CARD_FIELDS = (
-    "source_type",
-    "action",
-    "text",
-    "occurred_at",
-    "source_url",
-    "author_name",
-    "author_url",
-    "author_photo_url",
-    "author_email",
-    "author_phone",
-    "product",
-    "product_url",
-    "reply_url",
-    "subject",
-)
+CARD_FIELDS = (*PARSED_FIELDS, "subject")
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,9 +210,7 @@ def sqlite_app(tmp_path: Path, sqlite_url: str) -> Iterator[App]:
 # --- IMAP: a real Dovecot ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[object]:
-    """A Dovecot server shared by the session (each test gets its own user, so its own mailbox)."""
+def _running_dovecot() -> Iterator[object]:
     from tests.dovecot import Dovecot, available
 
     require_server(available(), "Dovecot (Debian package dovecot-imapd)")
@@ -220,18 +218,18 @@ def dovecot() -> Iterator[object]:
     server.start()
     yield server
     server.remove()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[object]:
+    """A Dovecot server shared by the session (each test gets its own user, so its own mailbox)."""
+    yield from _running_dovecot()
 
 
 @pytest.fixture
 def private_dovecot() -> Iterator[object]:
     """A Dovecot of the test's own, for tests that stop and start the server."""
-    from tests.dovecot import Dovecot, available
-
-    require_server(available(), "Dovecot (Debian package dovecot-imapd)")
-    server = Dovecot()
-    server.start()
-    yield server
-    server.remove()
+    yield from _running_dovecot()
 
 
 @pytest.fixture

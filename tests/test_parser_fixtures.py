@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from interestd.card import PARSED_FIELDS
 from interestd.message import parse_raw
 from interestd.pipeline import PipelineContext, evaluate
 from interestd.registry import load_registry
@@ -20,21 +21,7 @@ from interestd.registry import load_registry
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "parsers"
 CASES = sorted(FIXTURES.glob("*/*.eml"))
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-CARD_FIELDS = (
-    "source_type",
-    "action",
-    "text",
-    "occurred_at",
-    "source_url",
-    "author_name",
-    "author_url",
-    "author_photo_url",
-    "author_email",
-    "author_phone",
-    "product",
-    "product_url",
-    "reply_url",
-)
+CARD_FIELDS = PARSED_FIELDS
 REGISTRY = load_registry()
 CONTEXT = PipelineContext(registry=REGISTRY, phone_region="RU")
 
