@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from interestd.card import PARSED_FIELDS
 from interestd.errors import ConfigError
 
 SYSTEM_CONFIG_PATH = Path("/etc/interestd/config.toml")
@@ -512,19 +513,8 @@ class FieldRule(Section):
         return self
 
 
-CUSTOM_FIELDS = (
-    "text",
-    "source_url",
-    "author_name",
-    "author_url",
-    "author_photo_url",
-    "author_email",
-    "author_phone",
-    "product",
-    "product_url",
-    "reply_url",
-    "occurred_at",
-)
+# What a custom parser may read out of a message: the source type and action are given by its rules.
+CUSTOM_FIELDS = tuple(name for name in PARSED_FIELDS if name not in ("source_type", "action"))
 
 
 class CustomParserSettings(Section):
