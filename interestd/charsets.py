@@ -93,8 +93,11 @@ def decode_bytes(data: bytes, declared: str | None = None) -> str:
             text = data.decode(candidate)
         except UnicodeDecodeError:
             continue
+        sample = text[:_SAMPLE]
+        if index == 0 and candidate == codec and _clean_cyrillic(sample):
+            return text  # the declared charset reads as well-formed words: no guess could beat it
         # The declared charset wins ties; among the guesses, the earlier (more common) one does.
-        score = plausibility(text[:_SAMPLE]) + (0.5 if index == 0 and candidate == codec else 0) - index * 0.01
+        score = plausibility(sample) + (0.5 if index == 0 and candidate == codec else 0) - index * 0.01
         if best is None or score > best[0]:
             best = (score, text)
     if best is not None:
@@ -115,6 +118,17 @@ _LOWER_THEN_UPPER = re.compile("[\u0430-\u045f][\u0400-\u042f]")  # "пРХБЕ�
 _MIXED_SCRIPTS = re.compile("[A-Za-z][\u0400-\u04ff]|[\u0400-\u04ff][A-Za-z]")
 _ACCENTED_RUN = re.compile("[\u00c0-\u00ff]{3,}")  # "Ïðèâåò": Cyrillic read as latin-1
 _ODD_SYMBOLS = re.compile("[\u0080-\u00bf\u2500-\u259f\u2320-\u2321\u00d7\u00f7\ufffd]")
+
+
+def _clean_cyrillic(text: str) -> bool:
+    """Cyrillic text with none of the marks of a wrong reading (plausibility without a penalty)."""
+    return (
+        _CYRILLIC_LETTER.search(text) is not None
+        and _LOWER_THEN_UPPER.search(text) is None
+        and _MIXED_SCRIPTS.search(text) is None
+        and _ACCENTED_RUN.search(text) is None
+        and _ODD_SYMBOLS.search(text) is None
+    )
 
 
 def plausibility(text: str) -> float:

@@ -66,7 +66,6 @@ class Outcome:
     card: CardData | None = None
     proof: MailProof | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    considered: tuple[str, ...] = ()
 
 
 def evaluate(raw: bytes | None, context: PipelineContext, *, now: datetime) -> Outcome:
@@ -95,12 +94,10 @@ def _evaluate_parsed(
         return Outcome("proof", kind.reason, proof=_mail_proof(message, kind.ref, context), meta=meta)
 
     original = message.original
-    pick = context.registry.pick(original)
+    pick = context.registry.pick(original, every_match=False)
     parser = pick.parser
     if parser is context.registry.fallback and kind.automated and original is message:
-        return Outcome(
-            "skipped", f"{kind.reason}: no notification parser recognises it", meta=meta, considered=pick.matched
-        )
+        return Outcome("skipped", f"{kind.reason}: no notification parser recognises it", meta=meta)
     try:
         draft = parser.parse(original)
     except Exception as exc:
@@ -116,7 +113,6 @@ def _evaluate_parsed(
             parser=parser.name,
             parser_version=parser.version,
             meta=meta,
-            considered=pick.matched,
         )
     card = normalise(
         draft,
@@ -134,7 +130,6 @@ def _evaluate_parsed(
         parser_version=parser.version,
         card=card,
         meta=meta,
-        considered=pick.matched,
     )
 
 

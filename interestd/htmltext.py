@@ -37,6 +37,7 @@ _CELL_MARK = "\x1f"
 _BR_MARK = "\x1d"
 _BR_BEFORE_BLOCK = re.compile("\x1d(?= *[\x1e\x1c])")
 _BLOCK_RUN = re.compile(" *[\x1e\x1c][\x1e\x1c ]*")
+_ANY_MARK = re.compile("[\x1c-\x1f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,8 @@ def _hidden(element: Any) -> bool:
 def normalise_text(text: str) -> str:
     """Collapse spaces, drop invisible characters, keep line and cell structure, trim blank lines."""
     text = text.translate(_INVISIBLE)
+    if "\n" not in text and not _ANY_MARK.search(text):
+        return _SPACES.sub(" ", text).strip()  # one line (a link's text, a cell): the common short case
     if _BLOCK_MARK in text or _PARAGRAPH_MARK in text or _BR_MARK in text:
         text = _SOURCE_WHITESPACE.sub(" ", text)
         text = _BR_BEFORE_BLOCK.sub("", text)

@@ -13,15 +13,18 @@ import email.utils
 import hashlib
 import quopri
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from interestd import mime
 from interestd.charsets import decode_bytes
 from interestd.htmltext import Link, html_to_text, links_of, parse_html, tree_to_text
 from interestd.mime import MAX_DEPTH, MAX_PARTS
+
+T = TypeVar("T")
 
 MAX_ATTACHMENT_KEEP = 10 * 1024 * 1024  # bytes of one attachment kept in memory for proof images
 
@@ -75,6 +78,14 @@ class ParsedMessage:
     content_type: str = "text/plain"
     forward_kind: str | None = None  # "attached" | "inline" when this message forwards `forwarded`
     _header_index: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def derived(self, key: str, compute: Callable[[ParsedMessage], T]) -> T:
+        """`compute(self)`, worked out once per message: for what a parser reads both in match() and parse().
+        (Parsers are pure functions of the message, so what they derive from it never changes.)"""
+        if key not in self._derived:
+            self._derived[key] = compute(self)
+        return self._derived[key]  # type: ignore[no-any-return]
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive), decoded; None when absent."""

@@ -49,13 +49,17 @@ class Registry:
     parsers: tuple[Parser, ...]
     fallback: Parser
 
-    def pick(self, msg: ParsedMessage) -> Pick:
+    def pick(self, msg: ParsedMessage, *, every_match: bool = True) -> Pick:
+        """The first parser whose match() says yes. With every_match (for `explain`), the others are asked too;
+        the pipeline needs only the first."""
         matched: list[Parser] = []
         errors: list[str] = []
         for parser in self.parsers:
             try:
                 if parser.match(msg):
                     matched.append(parser)
+                    if not every_match:
+                        break
             except Exception as exc:  # a broken match() must not stop the others from being tried
                 errors.append(f"{parser.name}.match failed: {type(exc).__name__}: {exc}")
         chosen = matched[0] if matched else self.fallback

@@ -174,26 +174,33 @@ def preheader(tree: Any | None) -> str:
 
 def visible_lines(msg: ParsedMessage) -> list[str]:
     """The body as lines, without the hidden preheader and without the <url> marks of plain-text renderings."""
-    if msg.plain and msg.plain.strip():
-        text = msg.plain
-    elif msg.html_tree is not None:
-        root = copy.deepcopy(msg.html_tree)
-        for element in _hidden_elements(root):
-            element.drop_tree()
-        text = tree_to_text(root)
-    else:
-        text = ""
-    return [_INLINE_URL.sub("", raw).replace("\t", " ").strip() for raw in text.split("\n")]
+    return list(msg.derived("meta.visible_lines", _visible_lines))
+
+
+def _visible_lines(msg: ParsedMessage) -> tuple[str, ...]:
+    text = msg.plain if msg.plain and msg.plain.strip() else _visible_html_text(msg)
+    return tuple(_INLINE_URL.sub("", raw).replace("\t", " ").strip() for raw in text.split("\n"))
 
 
 def html_lines(msg: ParsedMessage) -> list[str]:
     """Lines of the visible HTML only (no preheader), or [] without HTML."""
     if msg.html_tree is None:
         return []
-    root = copy.deepcopy(msg.html_tree)
-    for element in _hidden_elements(root):
-        element.drop_tree()
-    return [line.replace("\t", " ").strip() for line in tree_to_text(root).split("\n")]
+    return [line.replace("\t", " ").strip() for line in _visible_html_text(msg).split("\n")]
+
+
+def _visible_html_text(msg: ParsedMessage) -> str:
+    """The HTML body's text without the elements hidden from the reader, worked out once per message."""
+
+    def compute(msg: ParsedMessage) -> str:
+        if msg.html_tree is None:
+            return ""
+        root = copy.deepcopy(msg.html_tree)
+        for element in _hidden_elements(root):
+            element.drop_tree()
+        return tree_to_text(root)
+
+    return msg.derived("meta.visible_html_text", compute)
 
 
 def _hidden_elements(tree: Any | None) -> list[Any]:

@@ -179,3 +179,17 @@ def test_find_phones_reads_international_and_local_numbers_but_not_order_numbers
 
     text = "Звоните: +49 30 2589 4417 или 8 (917) 555-12-34; заказ №4812, ИНН 7701234567"
     assert find_phones(text) == ["+49 30 2589 4417", "8 (917) 555-12-34"]
+
+
+def test_what_a_parser_derives_from_a_message_is_worked_out_once() -> None:
+    message = parse_raw(b"From: a@example.ru\r\nSubject: x\r\n\r\nbody\r\n")
+    calls: list[str] = []
+
+    def lines(msg):  # type: ignore[no-untyped-def]
+        calls.append(msg.subject)
+        return tuple(msg.text.split("\n"))
+
+    assert message.derived("test.lines", lines) == ("body",)
+    assert message.derived("test.lines", lines) == ("body",)
+    assert calls == ["x"]
+    assert parse_raw(b"Subject: y\r\n\r\nother\r\n").derived("test.lines", lines) == ("other",)  # per message
