@@ -305,7 +305,9 @@ def _fetch(
         result.error = f"{settings.name}: {imap.describe(exc)}"
         log.debug("poll of %s failed", settings.name, exc_info=True)
     finally:
-        if kept is not None and result.error is None and not should_stop():
+        # A poll cut short by a stop or a lost lease leaves a sound connection: a stop closes it with the others,
+        # and the next poll without the lease drops it.
+        if kept is not None and result.error is None:
             kept.keep(settings, connection)
         else:
             imap.close(connection)
