@@ -95,7 +95,7 @@ def decode_bytes(data: bytes, declared: str | None = None) -> str:
             continue
         sample = text[:_SAMPLE]
         if index == 0 and candidate == codec and _clean_cyrillic(sample):
-            return text  # the declared charset reads as well-formed words: no guess could beat it
+            return text  # the declared charset reads as well-formed words: a guess could at best tie with it
         # The declared charset wins ties; among the guesses, the earlier (more common) one does.
         score = plausibility(sample) + (0.5 if index == 0 and candidate == codec else 0) - index * 0.01
         if best is None or score > best[0]:
