@@ -460,41 +460,15 @@ def _store_batch(
     max_message_bytes: int,
     clock: Callable[[], datetime],
 ) -> None:
-    fetched = list(imap.fetch(connection, batch, max_bytes=max_message_bytes))
-    origin = f"imap:{settings.name}/{folder}"
-    items, too_large = [], []
-    for message in fetched:
-        key, digest = message_key(message.data, quick_message_id(message.data))
-        item = store.RawItem(
-            origin=origin,
-            data=message.data,
-            message_id=key,
-            content_hash=digest,
-            mailbox=settings.name,
-            folder=folder,
-            uidvalidity=uidvalidity,
-            uid=message.uid,
-            size=message.size,
-        )
-        (too_large if message.truncated else items).append(item)
+    """A batch of new UIDs: stored together with the folder's new position and the post-actions owed."""
+    items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes)
     now = clock()
-    quarantined = 0
     with database.session(write=True) as session:
-        new_ids = store.add_raw(session, items, now=now)
-        for item in too_large:
-            reason = (
-                f"too large: {item.real_size} bytes (limit {max_message_bytes}); only the headers were "
-                "fetched, the message stays on the server"
-            )
-            if store.add_quarantined_raw(session, item, reason, keep_bytes=True, now=now) is not None:
-                quarantined += 1
+        new, quarantined = _add_items(session, items, max_message_bytes=max_message_bytes, now=now)
         store.save_folder_position(session, settings.name, folder, uidvalidity=uidvalidity, last_uid=max(batch))
         store.add_pending_actions(session, settings.name, folder, uidvalidity, batch, settings.post_action, now=now)
         session.commit()
-    result.fetched += len(fetched)
-    result.new += len(new_ids) + quarantined
-    result.too_large += quarantined
-    result.duplicates += len(fetched) - len(new_ids) - quarantined
+    _count(result, len(items), new, quarantined)
     if settings.post_action != "none":
         result.actions += _act(database, connection, settings, folder, uidvalidity, list(batch), settings.post_action)
 
@@ -579,33 +553,55 @@ def _store_history(
     *,
     max_message_bytes: int,
 ) -> None:
-    fetched = list(imap.fetch(connection, batch, max_bytes=max_message_bytes))
+    items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes)
+    with database.session(write=True) as session:
+        new, quarantined = _add_items(session, items, max_message_bytes=max_message_bytes, now=None)
+        session.commit()
+    _count(result, len(items), new, quarantined)
+
+
+def _fetch_items(
+    connection: Any, settings: MailboxSettings, folder: str, uidvalidity: int, batch: Sequence[int], max_bytes: int
+) -> list[tuple[store.RawItem, bool]]:
+    """The batch's messages as raw items, each with whether only its head was fetched (over the size limit)."""
     origin = f"imap:{settings.name}/{folder}"
     items = []
-    for message in fetched:
+    for message in imap.fetch(connection, batch, max_bytes=max_bytes):
         key, digest = message_key(message.data, quick_message_id(message.data))
-        items.append(
-            store.RawItem(
-                origin=origin,
-                data=message.data,
-                message_id=key,
-                content_hash=digest,
-                mailbox=settings.name,
-                folder=folder,
-                uidvalidity=uidvalidity,
-                uid=message.uid,
-                size=message.size,
-            )
+        item = store.RawItem(
+            origin=origin,
+            data=message.data,
+            message_id=key,
+            content_hash=digest,
+            mailbox=settings.name,
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=message.uid,
+            size=message.size,
         )
+        items.append((item, message.truncated))
+    return items
+
+
+def _add_items(
+    session: Any, items: Sequence[tuple[store.RawItem, bool]], *, max_message_bytes: int, now: datetime | None
+) -> tuple[int, int]:
+    """Store fetched items, a message over the size limit quarantined with its head: (new, quarantined)."""
+    new_ids = store.add_raw(session, [item for item, truncated in items if not truncated], now=now)
     quarantined = 0
-    with database.session(write=True) as session:
-        new_ids = store.add_raw(session, [i for i in items if i.real_size <= max_message_bytes])
-        for item in (i for i in items if i.real_size > max_message_bytes):
-            reason = f"too large: {item.real_size} bytes (limit {max_message_bytes}); only the headers were fetched"
-            if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is not None:
-                quarantined += 1
-        session.commit()
-    result.fetched += len(fetched)
-    result.new += len(new_ids) + quarantined
+    for item in (item for item, truncated in items if truncated):
+        reason = (
+            f"too large: {item.real_size} bytes (limit {max_message_bytes}); only the headers were "
+            "fetched, the message stays on the server"
+        )
+        if store.add_quarantined_raw(session, item, reason, keep_bytes=True, now=now) is not None:
+            quarantined += 1
+    return len(new_ids), quarantined
+
+
+def _count(result: FolderResult, fetched: int, new: int, quarantined: int) -> None:
+    """Count a committed batch in the folder's result."""
+    result.fetched += fetched
+    result.new += new + quarantined
     result.too_large += quarantined
-    result.duplicates += len(fetched) - len(new_ids) - quarantined
+    result.duplicates += fetched - new - quarantined
