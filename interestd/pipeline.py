@@ -49,51 +49,129 @@ def process_pending(
     limit: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ProcessSummary:
-    """Process every stored message with status `new`, in batches; returns what became of them.
+    """Process every stored message with status `new`, in batches; returns what became of them."""
+    with PendingProcessor(
+        database, context, evaluator=evaluator, clock=clock, limit=limit, should_stop=should_stop
+    ) as processor:
+        return processor.finish()
 
-    With an evaluator that works in other processes (`parallel`), the next batch is evaluated while this one's
-    outcomes are written, so neither the workers nor the database wait for the other.
+
+class PendingProcessor:
+    """Processes the stored messages with status `new`, batch by batch, oldest first.
+
+    `finish()` processes all of them. A poll or an import that is still storing messages calls `step()` after
+    each stored batch: with an evaluator that works in other processes (`parallel`), that starts evaluating
+    what is stored while the next batch is fetched, and writes what is evaluated, never waiting for the
+    workers. In `finish()` the next batch is evaluated while this one's outcomes are written, so neither the
+    workers nor the database wait for the other. A message is always stored (and committed) before it is
+    evaluated, so nothing fetched is lost if the process dies.
     """
-    summary = ProcessSummary()
-    taken = 0
 
-    def next_batch(retried: bool, batch_size: int) -> list[store.PendingRaw]:
-        nonlocal taken
-        if (limit is not None and taken >= limit) or should_stop():
+    def __init__(
+        self,
+        database: Database,
+        context: PipelineContext,
+        *,
+        evaluator: Evaluator = evaluate_serially,
+        clock: Callable[[], datetime] = utcnow,
+        limit: int | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.database = database
+        self.context = context
+        self.evaluator = evaluator
+        self.clock = clock
+        self.limit = limit
+        self.should_stop = should_stop
+        self.summary = ProcessSummary()
+        self._parallel = bool(getattr(evaluator, "parallel", False))
+        self._taken = 0
+        self._interrupted_done = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._ahead: tuple[list[store.PendingRaw], datetime, Future[list[Outcome]]] | None = None
+
+    def __enter__(self) -> PendingProcessor:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the evaluation thread. A batch still in evaluation is not written: its messages stay `new` and
+        are taken one at a time by the next run, as after a crash."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._ahead = None
+
+    def expect(self, count: int) -> None:
+        """`count` more messages are about to be stored: an evaluator that starts workers on demand may start them."""
+        prepare = getattr(self.evaluator, "expect", None)
+        if prepare is not None:
+            prepare(count)
+
+    def step(self) -> None:
+        """Without waiting for evaluation: write the batch evaluated, if it is done, and start on the next."""
+        if not self._parallel:
+            return  # the process itself evaluates: everything is done in finish()
+        self._process_interrupted()
+        if self._ahead is not None and not self._ahead[2].done():
+            return
+        self._advance()
+
+    def finish(self) -> ProcessSummary:
+        """Process everything still waiting (or until should_stop says so); returns the counts of the whole run."""
+        self._process_interrupted()
+        if not self._parallel:
+            while rows := self._next_batch(False, self.context.batch_size):
+                self.summary.add(
+                    _process_rows(self.database, self.context, rows, evaluator=self.evaluator, clock=self.clock)
+                )
+            return self.summary
+        while self._advance():
+            pass
+        return self.summary
+
+    def _advance(self) -> bool:
+        """Start evaluating the next batch, then write the one evaluated before it (waiting for it if needed).
+        False when there is nothing left to evaluate or write."""
+        following = None
+        rows = self._next_batch(False, self.context.batch_size)
+        if rows:
+            now = self.clock()
+            live = [row for row in rows if row.attempts < self.context.max_attempts]
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interestd-evaluate")
+            following = (rows, now, self._executor.submit(self.evaluator, live, self.context, now))
+        if self._ahead is not None:
+            batch, now, future = self._ahead
+            self._ahead = None
+            self.summary.add(_write_rows(self.database, self.context, batch, future.result(), now=now))
+        self._ahead = following
+        return following is not None
+
+    def _process_interrupted(self) -> None:
+        # Messages whose processing was interrupted before (the process died) go one at a time, so the one
+        # that kills the process is isolated and quarantined after max_attempts instead of taking others along.
+        if self._interrupted_done:
+            return
+        self._interrupted_done = True
+        while rows := self._next_batch(True, 1):
+            self.summary.add(
+                _process_rows(self.database, self.context, rows, evaluator=self.evaluator, clock=self.clock)
+            )
+
+    def _next_batch(self, retried: bool, batch_size: int) -> list[store.PendingRaw]:
+        if (self.limit is not None and self._taken >= self.limit) or self.should_stop():
             return []
-        size = batch_size if limit is None else min(batch_size, limit - taken)
-        with database.session(write=True) as session:
-            rows = store.pending_raw(session, limit=size, retried=retried, max_bytes=context.batch_bytes)
+        size = batch_size if self.limit is None else min(batch_size, self.limit - self._taken)
+        with self.database.session(write=True) as session:
+            rows = store.pending_raw(session, limit=size, retried=retried, max_bytes=self.context.batch_bytes)
             if rows:
                 store.bump_attempts(session, [row.id for row in rows])
                 session.commit()
-        taken += len(rows)
+        self._taken += len(rows)
         return rows
-
-    # Messages whose processing was interrupted before (the process died) go one at a time, so the one
-    # that kills the process is isolated and quarantined after max_attempts instead of taking others along.
-    while rows := next_batch(True, 1):
-        summary.add(_process_rows(database, context, rows, evaluator=evaluator, clock=clock))
-    if not getattr(evaluator, "parallel", False):
-        while rows := next_batch(False, context.batch_size):
-            summary.add(_process_rows(database, context, rows, evaluator=evaluator, clock=clock))
-        return summary
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="interestd-evaluate") as executor:
-        ahead: tuple[list[store.PendingRaw], datetime, Future[list[Outcome]]] | None = None
-        while True:
-            rows = next_batch(False, context.batch_size)
-            following = None
-            if rows:
-                now = clock()
-                live = [row for row in rows if row.attempts < context.max_attempts]
-                following = (rows, now, executor.submit(evaluator, live, context, now))
-            if ahead is not None:
-                batch, now, future = ahead
-                summary.add(_write_rows(database, context, batch, future.result(), now=now))
-            if following is None:
-                break
-            ahead = following
-    return summary
 
 
 def _process_rows(

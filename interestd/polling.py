@@ -24,7 +24,7 @@ from interestd.db import Database
 from interestd.errors import InterestdError, MailboxError
 from interestd.message import message_key, quick_message_id
 from interestd.models import utcnow
-from interestd.pipeline import Evaluator, PipelineContext, ProcessSummary, evaluate_serially, process_pending
+from interestd.pipeline import Evaluator, PendingProcessor, PipelineContext, ProcessSummary, evaluate_serially
 from interestd.sources import imap
 
 log = logging.getLogger(__name__)
@@ -227,6 +227,8 @@ def poll_mailbox(
                 kept.drop(settings.name)
             return result
         should_stop = _renewing(database, settings, holder, should_stop, clock)
+    # Processing starts with the first stored batch: the workers evaluate while the next batches are fetched.
+    processor = PendingProcessor(database, context, evaluator=evaluator, should_stop=should_stop) if process else None
     try:
         _fetch(
             database,
@@ -237,10 +239,13 @@ def poll_mailbox(
             should_stop=should_stop,
             clock=clock,
             kept=kept,
+            processor=processor,
         )
-        if process and not should_stop():
-            result.processed = process_pending(database, context, should_stop=should_stop, evaluator=evaluator)
+        if processor is not None:
+            result.processed = processor.finish()  # after a stop: only the batch already evaluated is written
     finally:
+        if processor is not None:
+            processor.close()
         if holder is not None and not keep_lease:
             give_up_lease(database, settings, holder)
     result.seconds = time.monotonic() - started
@@ -273,6 +278,7 @@ def _fetch(
     should_stop: StopCheck,
     clock: Callable[[], datetime],
     kept: KeptConnections | None = None,
+    processor: PendingProcessor | None = None,
 ) -> None:
     """The IMAP part of a poll: every folder, batch by batch; errors end up in result.error as one line."""
     connection = kept.take(settings) if kept is not None else None
@@ -297,6 +303,7 @@ def _fetch(
                 max_message_bytes=max_message_bytes,
                 should_stop=should_stop,
                 clock=clock,
+                processor=processor,
             )
             _record(database, settings, folder, error=None, clock=clock)
     except InterestdError as exc:
@@ -342,6 +349,7 @@ def _poll_folder(
     max_message_bytes: int,
     should_stop: StopCheck,
     clock: Callable[[], datetime],
+    processor: PendingProcessor | None = None,
 ) -> None:
     action = settings.post_action
     with database.session() as session:
@@ -393,6 +401,8 @@ def _poll_folder(
     uids = imap.uids_after(connection, last_uid)
     if skip_known and uids:
         uids = _unknown_uids(database, connection, uids)
+    if processor is not None:
+        processor.expect(len(uids))
     for start in range(0, len(uids), settings.batch_size):
         if should_stop():
             return
@@ -408,6 +418,8 @@ def _poll_folder(
             max_message_bytes=max_message_bytes,
             clock=clock,
         )
+        if processor is not None:
+            processor.step()
 
 
 def _starting_point(connection: Any, settings: MailboxSettings, status: imap.FolderStatus) -> int:

@@ -107,22 +107,65 @@ def evaluator_for(settings: Settings, context: PipelineContext, count: int) -> I
     process itself for a few (or when [limits] workers = 0)."""
     from interestd.pipeline import evaluate_serially
 
+    pool = _worker_pool(settings, context, count)
+    try:
+        yield pool or evaluate_serially
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+@contextlib.contextmanager
+def evaluator_on_demand(settings: Settings, context: PipelineContext) -> Iterator[EvaluatorOnDemand]:
+    """An evaluator for a poll, that does not know yet how much it will find (see EvaluatorOnDemand)."""
+    evaluator = EvaluatorOnDemand(settings, context)
+    try:
+        yield evaluator
+    finally:
+        evaluator.close()
+
+
+class EvaluatorOnDemand:
+    """Evaluates in the process itself until a poll announces (PendingProcessor.expect) enough messages to
+    pay for worker processes; from then on in the workers."""
+
+    parallel = True  # evaluation runs beside the fetch, in a thread of its own (see PendingProcessor)
+
+    def __init__(self, settings: Settings, context: PipelineContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.expected = 0
+        self.pool: Any | None = None
+
+    def expect(self, count: int) -> None:
+        self.expected += count
+        if self.pool is None:
+            self.pool = _worker_pool(self.settings, self.context, self.expected)
+
+    def __call__(self, rows: Sequence[Any], context: PipelineContext, now: datetime) -> list[Any]:
+        from interestd.pipeline import evaluate_serially
+
+        return (self.pool or evaluate_serially)(rows, context, now)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+
+def _worker_pool(settings: Settings, context: PipelineContext, count: int) -> Any | None:
+    """Worker processes for `count` messages, or None when the process itself should evaluate them."""
     workers = settings.limits.worker_count
     if workers == 0 or count < POOL_FROM:
-        yield evaluate_serially
-        return
+        return None
     from interestd.workers import WorkerPool
 
-    pool = WorkerPool(
+    return WorkerPool(
         context,
         processes=min(workers, max(count // POOL_FROM, 1)),
         timeout=settings.limits.message_timeout.total_seconds(),
         memory_limit=settings.limits.worker_memory,
     )
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 # --- ingest -------------------------------------------------------------------------------------------------
@@ -151,9 +194,6 @@ class IngestSummary:
         return f"{self.read} messages read: " + ", ".join(parts)
 
 
-PROCESS_EVERY = 20  # batches stored between processing runs of an import
-
-
 def ingest_paths(
     database: Database,
     context: PipelineContext,
@@ -165,10 +205,9 @@ def ingest_paths(
 ) -> IngestSummary:
     """Store and process the mail in .eml files, folders, mbox files and Maildirs; idempotent."""
     from interestd.message import message_key, quick_message_id
-    from interestd.pipeline import evaluate_serially, process_pending
+    from interestd.pipeline import PendingProcessor, evaluate_serially
     from interestd.sources.files import check_paths, iter_messages
 
-    evaluator = evaluator or evaluate_serially
     path_list = list(paths)
     check_paths(path_list)
     summary = IngestSummary()
@@ -176,48 +215,44 @@ def ingest_paths(
     oversized: list[tuple[store.RawItem, int]] = []
     held = 0  # bytes in `batch`
 
-    stored = 0  # messages stored and not processed yet
+    def flush() -> None:
+        nonlocal held
+        with database.session(write=True) as session:
+            new_ids = store.add_raw(session, batch)
+            summary.duplicates += len(batch) - len(new_ids)
+            for item, size in oversized:
+                reason = f"too large: {size} bytes (limit {max_message_bytes}); only the headers were kept"
+                if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is None:
+                    summary.duplicates += 1
+                else:
+                    summary.outcomes["quarantined"] += 1
+            session.commit()
+        batch.clear()
+        oversized.clear()
+        held = 0
+        # Worker processes evaluate what is stored while the next batch is read, and cards appear as a long
+        # import goes on.
+        processor.step()
 
-    def flush(*, last: bool = False) -> None:
-        nonlocal held, stored
+    with PendingProcessor(database, context, evaluator=evaluator or evaluate_serially) as processor:
+        for message in iter_messages(path_list, max_bytes=max_message_bytes, errors=summary.errors):
+            summary.read += 1
+            key, digest = message_key(message.data, quick_message_id(message.data))
+            item = store.RawItem(
+                origin=message.origin, data=message.data, message_id=key, content_hash=digest, size=message.size
+            )
+            if message.truncated:
+                oversized.append((item, message.size))
+            else:
+                batch.append(item)
+                held += len(item.data)
+            if len(batch) + len(oversized) >= context.batch_size or held >= context.batch_bytes:
+                flush()
+            if progress is not None:
+                progress(message.consumed)
         if batch or oversized:
-            with database.session(write=True) as session:
-                new_ids = store.add_raw(session, batch)
-                summary.duplicates += len(batch) - len(new_ids)
-                stored += len(new_ids)
-                for item, size in oversized:
-                    reason = f"too large: {size} bytes (limit {max_message_bytes}); only the headers were kept"
-                    if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is None:
-                        summary.duplicates += 1
-                    else:
-                        summary.outcomes["quarantined"] += 1
-                session.commit()
-            batch.clear()
-            oversized.clear()
-            held = 0
-        # Processing goes in runs of several batches: worker processes evaluate one batch while the last is
-        # written, and cards still appear as a long import goes on.
-        if stored and (last or stored >= PROCESS_EVERY * context.batch_size):
-            stored = 0
-            result = process_pending(database, context, evaluator=evaluator)
-            summary.outcomes.update(result.counts)
-
-    for message in iter_messages(path_list, max_bytes=max_message_bytes, errors=summary.errors):
-        summary.read += 1
-        key, digest = message_key(message.data, quick_message_id(message.data))
-        item = store.RawItem(
-            origin=message.origin, data=message.data, message_id=key, content_hash=digest, size=message.size
-        )
-        if message.truncated:
-            oversized.append((item, message.size))
-        else:
-            batch.append(item)
-            held += len(item.data)
-        if len(batch) + len(oversized) >= context.batch_size or held >= context.batch_bytes:
             flush()
-        if progress is not None:
-            progress(message.consumed)
-    flush(last=True)
+        summary.outcomes.update(processor.finish().counts)
     return summary
 
 
@@ -419,33 +454,34 @@ def configured_mailboxes(settings: Settings, names: Sequence[str] = ()) -> list[
 
 
 def poll_once(settings: Settings, database: Database, context: PipelineContext, names: Sequence[str] = ()) -> list[Any]:
-    """One poll of every folder of every mailbox, then processing: exactly what the daemon's poll job does."""
+    """One poll of every folder of every mailbox, with processing: exactly what the daemon's poll job does."""
     from interestd.pipeline import process_pending
     from interestd.polling import holder_name, poll_mailbox
     from interestd.work import assign_overdue
 
     results = []
-    for mailbox in configured_mailboxes(settings, names):
-        results.append(
-            poll_mailbox(
-                database,
-                context,
-                mailbox,
-                settings.mailbox_password(mailbox),
-                max_message_bytes=settings.limits.max_message_bytes,
-                holder=holder_name("cli"),
-                keep_lease=False,
-                process=False,
+    with evaluator_on_demand(settings, context) as evaluator:
+        for mailbox in configured_mailboxes(settings, names):
+            results.append(
+                poll_mailbox(
+                    database,
+                    context,
+                    mailbox,
+                    settings.mailbox_password(mailbox),
+                    max_message_bytes=settings.limits.max_message_bytes,
+                    holder=holder_name("cli"),
+                    keep_lease=False,
+                    evaluator=evaluator,
+                )
             )
-        )
-    with database.session() as session:
-        pending = store.count_pending(session)
-    with evaluator_for(settings, context, pending) as evaluator:
-        processed = process_pending(database, context, evaluator=evaluator)
-    for result in results:
-        if result.polled_by is None:  # the counts of this run's processing go with the mailboxes it polled
-            result.processed = processed
-            break
+        # What is still waiting (stored by an earlier run that did not finish, or left by a poll that another
+        # host holds) is processed too, as the daemon would.
+        with database.session() as session:
+            evaluator.expect(store.count_pending(session))
+        left = process_pending(database, context, evaluator=evaluator)
+    polled = [result for result in results if result.polled_by is None] or results
+    if left.counts and polled:
+        polled[0].processed.add(left)
     assign_overdue(database, settings)
     return results
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -85,7 +86,29 @@ class WorkerPool:
         # The fork server is started once and forks every worker from a clean, single-threaded state.
         self._mp.set_forkserver_preload(_PRELOAD)
         self._proven = False  # set once a worker has returned results: from then on a death is the message's
-        self._workers = [self._spawn() for _ in range(max(processes, 1))]
+        self._workers: list[_Worker] = []
+        # Starting the fork server imports the parsing code there (about half a second): the caller goes on
+        # meanwhile (logs in, fetches the first batch) and the first evaluation waits for the workers.
+        self._start_error: BaseException | None = None
+        self._starting: threading.Thread | None = threading.Thread(
+            target=self._start, args=(max(processes, 1),), name="interestd-workers-start", daemon=True
+        )
+        self._starting.start()
+
+    def _start(self, processes: int) -> None:
+        try:
+            for _ in range(processes):
+                self._workers.append(self._spawn())
+        except BaseException as exc:
+            self._start_error = exc
+
+    def _started(self) -> None:
+        """Wait for the workers to be started; raise what stopped them from starting."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._start_error is not None:
+            raise self._start_error
 
     def _spawn(self) -> _Worker:
         parent, child = self._mp.Pipe(duplex=True)
@@ -97,6 +120,9 @@ class WorkerPool:
         return _Worker(process, parent)
 
     def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
         for worker in self._workers:
             with contextlib.suppress(OSError):
                 worker.connection.send(None)
@@ -115,6 +141,7 @@ class WorkerPool:
 
     def __call__(self, rows: Sequence[Any], context: PipelineContext, now: datetime) -> list[Outcome]:
         """Outcomes for the rows, in order. `context` must be the pool's own (it was given to the workers)."""
+        self._started()
         raws = [row.raw for row in rows]
         results: dict[int, Outcome] = {}
         queue: deque[list[int]] = deque(_chunks(raws))

@@ -249,3 +249,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     passed = len(reporter.stats.get("passed", [])) if reporter else 0
     if passed == 0 and exitstatus == 0:
         session.exitstatus = 1
+
+
+class SignallingEvaluator:
+    """The process's own evaluator, run beside the fetch or the import as worker processes are (`parallel`),
+    that tells when it is first given messages."""
+
+    parallel = True
+
+    def __init__(self) -> None:
+        import threading
+
+        self.called = threading.Event()
+        self.rows = 0
+
+    def __call__(self, rows, context, now):  # type: ignore[no-untyped-def]
+        from interestd.pipeline import evaluate_serially
+
+        self.rows += len(rows)
+        self.called.set()
+        return evaluate_serially(rows, context, now)

@@ -184,6 +184,35 @@ def test_a_failed_poll_keeps_no_connection(setup: Setup) -> None:
     assert len(kept) == 0
 
 
+def test_a_poll_evaluates_what_it_stored_while_it_fetches_the_rest(setup: Setup) -> None:
+    """The first stored batch goes to the evaluator while the next ones are fetched; all are processed."""
+    from tests.conftest import SignallingEvaluator
+
+    setup.dovecot.append(setup.user, [letter(n) for n in range(12)])
+    setup.configure(batch_size=4)
+    evaluator = SignallingEvaluator()
+    evaluated_while_fetching: list[bool] = []
+
+    def should_stop() -> bool:  # asked before each batch is fetched (and by the processing)
+        if not evaluated_while_fetching and setup.count(RawMessage) == 8:
+            evaluated_while_fetching.append(evaluator.called.wait(20))
+        return False
+
+    mailbox = setup.settings.all_mailboxes()[0]
+    result = poll_mailbox(
+        setup.database,
+        setup.context,
+        mailbox,
+        setup.settings.mailbox_password(mailbox),
+        max_message_bytes=10**7,
+        should_stop=should_stop,
+        evaluator=evaluator,
+    )
+    assert result.error is None and result.fetched == 12
+    assert evaluated_while_fetching == [True]
+    assert result.processed.counts["card"] == 12 == setup.count(Card) == evaluator.rows
+
+
 def test_move_post_action_moves_only_committed_messages(
     tmp_path: Path,
     database_url: str,

@@ -238,6 +238,39 @@ def test_worker_processes_give_the_same_outcomes_as_the_process_itself(tmp_path:
     pooled.database.dispose()
 
 
+def test_an_import_evaluates_what_it_stored_while_it_reads_the_rest(tmp_path: Path, database_url: str) -> None:
+    """Stored batches go to the evaluator at once, not after the whole import is read: the workers are busy
+    while the next messages are read and stored, and cards appear as a long import goes on."""
+    from tests.conftest import SignallingEvaluator, make_app
+
+    app = make_app(tmp_path, database_url, "[limits]\nbatch_size = 5\n")
+    cases = sorted((FIXTURES / "parsers").glob("*/*.eml"))
+    assert len(cases) > 30
+    evaluator = SignallingEvaluator()
+    read = 0
+    evaluated_while_reading: list[bool] = []
+
+    def progress(_: int) -> None:
+        nonlocal read
+        read += 1
+        if read == 20:  # four batches stored, many more to read
+            evaluated_while_reading.append(evaluator.called.wait(20))
+
+    summary = ingest_paths(
+        app.database,
+        app.context,
+        [_mailbox(tmp_path, cases)],
+        max_message_bytes=10**7,
+        progress=progress,
+        evaluator=evaluator,
+    )
+    assert evaluated_while_reading == [True]
+    assert sum(summary.outcomes.values()) == len(cases) == evaluator.rows
+    with app.session() as session:
+        assert session.scalar(select(func.count()).where(RawMessage.status == "new")) == 0
+    app.database.dispose()
+
+
 def test_a_message_the_database_refuses_is_quarantined_alone(tmp_path: Path, sqlite_url: str) -> None:
     """The batch is written in a few statements; when the database refuses one card, the batch is written again
     message by message and only that message is quarantined, with the database's reason."""
