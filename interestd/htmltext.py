@@ -25,7 +25,9 @@ _CELL_TAGS = frozenset({"td", "th"})
 _SKIPPED_TAGS = frozenset(
     "applet button embed head iframe math noscript object script select style svg template title".split()
 )
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u034f\u180e"), None)
+# Deleted with a regular expression: str.translate looks every character of Cyrillic text up in a dict (ten
+# times slower here, and it runs on every text of every message).
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u034f\u180e]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
@@ -122,7 +124,7 @@ def _hidden(element: Any) -> bool:
 
 def normalise_text(text: str) -> str:
     """Collapse spaces, drop invisible characters, keep line and cell structure, trim blank lines."""
-    text = text.translate(_INVISIBLE)
+    text = _INVISIBLE.sub("", text)
     if "\n" not in text and not _ANY_MARK.search(text):
         return _SPACES.sub(" ", text).strip()  # one line (a link's text, a cell): the common short case
     if _BLOCK_MARK in text or _PARAGRAPH_MARK in text or _BR_MARK in text:

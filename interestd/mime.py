@@ -118,7 +118,9 @@ def _entity(raw: bytes, *, depth: int, budget: list[int], default_type: str) -> 
     return part
 
 
-_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\n]*\n(?:[ \t][^\n]*\n)*)")
+# A header field: its name, and its value without the blanks after the colon (continuation lines kept).
+_FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+)[ \t]*:[ \t]*([^\n]*\n(?:[ \t][^\n]*\n)*)")
+_FIELDS = re.compile(r"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*")
 
 
 def _split_headers(raw: bytes) -> tuple[list[tuple[str, str]], bytes, list[str]]:
@@ -130,17 +132,9 @@ def _split_headers(raw: bytes) -> tuple[list[tuple[str, str]], bytes, list[str]]
             end = lf if crlf < 0 or (0 <= lf < crlf) else crlf
             head = raw[: end + 1]
             body = raw[end + (2 if end == lf else 3) :]
-            headers = []
-            position = 0
-            for match in _FIELD.finditer(head):
-                if match.start() != position:
-                    break
-                value = match.group(2).decode("ascii", "surrogateescape").lstrip(" \t").rstrip("\r\n")
-                headers.append((match.group(1).decode("ascii"), value))
-                position = match.end()
-            else:
-                if position == len(head):
-                    return headers, body, []
+            text = head.decode("ascii", "surrogateescape")
+            if _FIELDS.fullmatch(text):  # nothing but header fields: read them all in one go
+                return [(name, value.rstrip("\r\n")) for name, value in _FIELD.findall(text)], body, []
     return _split_headers_slowly(raw)
 
 

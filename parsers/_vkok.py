@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
@@ -123,17 +125,19 @@ def clean_url(href: str, keep: Callable[[str], bool]) -> str:
     return urlunsplit((parts.scheme, parts.netloc.lower(), parts.path, query, ""))
 
 
-def path_and_query(url: str) -> tuple[str, str, dict[str, str]]:
-    """(host without "m."/"www.", path, query parameters) of a URL."""
+@lru_cache(maxsize=1024)
+def path_and_query(url: str) -> tuple[str, str, Mapping[str, str]]:
+    """(host without "m."/"www.", path, query parameters) of a URL; memoised, as the parsers ask several times
+    per link (so the parameters are read-only)."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "", "", {}
+        return "", "", MappingProxyType({})
     host = (parts.hostname or "").lower()
     for prefix in ("m.", "www."):
         if host.startswith(prefix):
             host = host[len(prefix) :]
-    return host, unquote(parts.path), dict(parse_qsl(parts.query, keep_blank_values=True))
+    return host, unquote(parts.path), MappingProxyType(dict(parse_qsl(parts.query, keep_blank_values=True)))
 
 
 def anchors(msg: ParsedMessage, clean: Callable[[str], str]) -> list[Anchor]:

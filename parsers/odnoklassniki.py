@@ -155,7 +155,12 @@ class OdnoklassnikiParser:
 
 
 def _ok_anchors(msg: ParsedMessage) -> list[Anchor]:
-    return [a for a in anchors(msg, clean_ok_url) if in_domains(path_and_query(a.href)[0], LINK_HOSTS)]
+    """The message's links to OK, cleaned (worked out once: match() and parse() both read them)."""
+
+    def compute(msg: ParsedMessage) -> list[Anchor]:
+        return [a for a in anchors(msg, clean_ok_url) if in_domains(path_and_query(a.href)[0], LINK_HOSTS)]
+
+    return list(msg.derived("ok.anchors", compute))
 
 
 def _without_quoted(text: str) -> str:

@@ -166,12 +166,12 @@ class VkParser:
 
 
 def _vk_anchors(msg: ParsedMessage) -> list[Anchor]:
-    found = []
-    for anchor in anchors(msg, clean_vk_url):
-        host, _, _ = path_and_query(anchor.href)
-        if in_domains(host, LINK_HOSTS):
-            found.append(anchor)
-    return found
+    """The message's links to VK, cleaned (worked out once: match() and parse() both read them)."""
+
+    def compute(msg: ParsedMessage) -> list[Anchor]:
+        return [a for a in anchors(msg, clean_vk_url) if in_domains(path_and_query(a.href)[0], LINK_HOSTS)]
+
+    return list(msg.derived("vk.anchors", compute))
 
 
 def _without_quoted(text: str) -> str:
