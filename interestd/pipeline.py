@@ -7,7 +7,7 @@ own savepoint, so one bad message is quarantined with its reason and the others 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +67,10 @@ class PendingProcessor:
     evaluated, so nothing fetched is lost if the process dies.
     """
 
+    # Batches handed to a parallel evaluator before the oldest is written: the second waits in line, so the
+    # workers go straight on to it while the first is written (or while the next batch is still being fetched).
+    IN_FLIGHT = 2
+
     def __init__(
         self,
         database: Database,
@@ -88,7 +92,7 @@ class PendingProcessor:
         self._taken = 0
         self._interrupted_done = False
         self._executor: ThreadPoolExecutor | None = None
-        self._ahead: tuple[list[store.PendingRaw], datetime, Future[list[Outcome]]] | None = None
+        self._in_flight: deque[tuple[list[store.PendingRaw], datetime, Future[list[Outcome]]]] = deque()
 
     def __enter__(self) -> PendingProcessor:
         return self
@@ -97,12 +101,14 @@ class PendingProcessor:
         self.close()
 
     def close(self) -> None:
-        """Stop the evaluation thread. A batch still in evaluation is not written: its messages stay `new` and
+        """Stop the evaluation thread. Batches still in evaluation are not written: their messages stay `new` and
         are taken one at a time by the next run, as after a crash."""
+        for _, _, future in self._in_flight:
+            future.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        self._ahead = None
+        self._in_flight.clear()
 
     def expect(self, count: int) -> None:
         """`count` more messages are about to be stored: an evaluator that starts workers on demand may start them."""
@@ -111,13 +117,13 @@ class PendingProcessor:
             prepare(count)
 
     def step(self) -> None:
-        """Without waiting for evaluation: write the batch evaluated, if it is done, and start on the next."""
+        """Without waiting for evaluation: hand what is stored to the evaluator, and write the batches evaluated."""
         if not self._parallel:
             return  # the process itself evaluates: everything is done in finish()
         self._process_interrupted()
-        if self._ahead is not None and not self._ahead[2].done():
-            return
-        self._advance()
+        self._fill()
+        while self._in_flight and self._in_flight[0][2].done():
+            self._write_oldest()
 
     def finish(self) -> ProcessSummary:
         """Process everything still waiting (or until should_stop says so); returns the counts of the whole run."""
@@ -128,27 +134,30 @@ class PendingProcessor:
                     _process_rows(self.database, self.context, rows, evaluator=self.evaluator, clock=self.clock)
                 )
             return self.summary
-        while self._advance():
-            pass
+        self._fill()
+        while self._in_flight:
+            self._write_oldest()
         return self.summary
 
-    def _advance(self) -> bool:
-        """Start evaluating the next batch, then write the one evaluated before it (waiting for it if needed).
-        False when there is nothing left to evaluate or write."""
-        following = None
-        rows = self._next_batch(False, self.context.batch_size)
-        if rows:
+    def _fill(self) -> None:
+        """Hand batches to the evaluator until IN_FLIGHT are there or nothing is left."""
+        while len(self._in_flight) < self.IN_FLIGHT:
+            rows = self._next_batch(False, self.context.batch_size)
+            if not rows:
+                return
             now = self.clock()
             live = [row for row in rows if row.attempts < self.context.max_attempts]
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interestd-evaluate")
-            following = (rows, now, self._executor.submit(self.evaluator, live, self.context, now))
-        if self._ahead is not None:
-            batch, now, future = self._ahead
-            self._ahead = None
-            self.summary.add(_write_rows(self.database, self.context, batch, future.result(), now=now))
-        self._ahead = following
-        return following is not None
+            self._in_flight.append((rows, now, self._executor.submit(self.evaluator, live, self.context, now)))
+
+    def _write_oldest(self) -> None:
+        """Write the oldest batch in flight (waiting for its evaluation), after handing the next one over: batches
+        are written in the order they were stored, while the workers go on."""
+        rows, now, future = self._in_flight.popleft()
+        outcomes = future.result()
+        self._fill()
+        self.summary.add(_write_rows(self.database, self.context, rows, outcomes, now=now))
 
     def _process_interrupted(self) -> None:
         # Messages whose processing was interrupted before (the process died) go one at a time, so the one

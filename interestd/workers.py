@@ -144,7 +144,7 @@ class WorkerPool:
         self._started()
         raws = [row.raw for row in rows]
         results: dict[int, Outcome] = {}
-        queue: deque[list[int]] = deque(_chunks(raws))
+        queue: deque[list[int]] = deque(_chunks(raws, len(self._workers)))
         while queue or any(w.task is not None for w in self._workers):
             for worker in self._workers:
                 if worker.task is None and queue:
@@ -213,18 +213,22 @@ class WorkerPool:
         worker.process, worker.connection, worker.task, worker.deadline = fresh.process, fresh.connection, None, 0.0
 
 
-def _chunks(raws: list[bytes | None]) -> list[list[int]]:
-    """Row indexes in chunks of a few messages (less IPC per message), smaller for large messages."""
+def _chunks(raws: list[bytes | None], workers: int = 1) -> list[list[int]]:
+    """Row indexes in chunks of a few messages (less IPC per message), smaller for large messages and towards
+    the end of the batch, so that the workers finish it together instead of one waiting for the other's last
+    chunk."""
     chunks: list[list[int]] = []
-    current: list[int] = []
-    size = 0
-    for index, raw in enumerate(raws):
-        length = len(raw) if raw else 0
-        if current and (len(current) >= CHUNK_MESSAGES or size + length > CHUNK_BYTES):
-            chunks.append(current)
-            current, size = [], 0
-        current.append(index)
-        size += length
-    if current:
+    index, count = 0, len(raws)
+    while index < count:
+        size = max(1, min(CHUNK_MESSAGES, (count - index) // (2 * workers)))
+        current: list[int] = []
+        held = 0
+        while index < count and len(current) < size:
+            length = len(raws[index] or b"")
+            if current and held + length > CHUNK_BYTES:
+                break
+            current.append(index)
+            held += length
+            index += 1
         chunks.append(current)
     return chunks

@@ -57,8 +57,9 @@ def test_a_full_disk_while_storing_loses_nothing_and_the_daemon_recovers(
             daemon.process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         )  # space is back (soft limit raised)
         wait_for(lambda: daemon.cards() == 60, 60, "the cards once there is room")
+        # Cards appear while the poll goes on; the recovery is logged when it has ended.
+        wait_for(lambda: "recovered after" in daemon.log_text(), 30, "the recovery to be logged")
         _exactly_once(daemon, 60)
-        assert "recovered after" in daemon.log_text()
         assert daemon.stop() == 0
     finally:
         if daemon.alive():
