@@ -255,14 +255,25 @@ def poll_mailbox(
 def _renewing(
     database: Database, settings: MailboxSettings, holder: str, should_stop: StopCheck, clock: Callable[[], datetime]
 ) -> StopCheck:
-    """A stop check that also renews the lease; losing it stops the poll (another host has the mailbox now)."""
+    """A stop check that also renews the lease; losing it stops the poll (another host has the mailbox now).
+
+    The lease was just taken, and nobody else can take it before it runs out: it is renewed when a quarter of
+    its time has passed, not at every check (a poll checks several times per batch, and each renewal is a
+    write transaction)."""
+    renew_every = lease_ttl(settings) / 4
+    renewed = clock()
 
     def check() -> bool:
+        nonlocal renewed
         if should_stop():
             return True
+        now = clock()
+        if now - renewed < renew_every:
+            return False
         taken, current = take_lease(database, settings, holder, clock=clock)
         if not taken:
             log.warning("%s: lost the mailbox to %s; stopping this poll", settings.name, current.holder)
+        renewed = now
         return not taken
 
     return check

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,67 @@ def test_a_poll_evaluates_what_it_stored_while_it_fetches_the_rest(setup: Setup)
     assert result.error is None and result.fetched == 12
     assert evaluated_while_fetching == [True]
     assert result.processed.counts["card"] == 12 == setup.count(Card) == evaluator.rows
+
+
+def test_a_poll_renews_its_lease_when_a_quarter_of_it_has_passed_not_at_every_batch(setup: Setup) -> None:
+    """Each renewal is a write transaction, and a poll checks its lease several times per batch: it is renewed
+    when a quarter of its time has passed, and a poll longer than the lease still holds it to the end."""
+    from sqlalchemy import event
+
+    from interestd.polling import holder_name
+
+    setup.configure(batch_size=1, interval="8s")
+    mailbox = setup.settings.all_mailboxes()[0]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(("UPDATE LEASE", "INSERT INTO LEASE")):
+            statements.append(statement)
+
+    checks = 0
+
+    def poll(seconds_per_check: float) -> None:
+        nonlocal checks
+        statements.clear()
+        checks = 0
+        offset = timedelta()
+
+        def clock() -> datetime:
+            return datetime.now(UTC) + offset
+
+        def should_stop() -> bool:  # asked before each batch and by the processing: each time, time passes
+            nonlocal offset, checks
+            checks += 1
+            offset += timedelta(seconds=seconds_per_check)
+            return False
+
+        result = poll_mailbox(
+            setup.database,
+            setup.context,
+            mailbox,
+            setup.settings.mailbox_password(mailbox),
+            max_message_bytes=10**7,
+            holder=holder_name("test"),
+            should_stop=should_stop,
+            clock=clock,
+        )
+        assert result.error is None and result.fetched == 12
+
+    event.listen(setup.database.engine, "before_cursor_execute", count)
+    try:
+        setup.dovecot.append(setup.user, [letter(n) for n in range(12)])
+        poll(0)  # twelve batches in a moment: the lease taken, then left alone
+        assert checks >= 12 and 1 <= len(statements) <= 2
+        setup.dovecot.append(setup.user, [letter(n) for n in range(12, 24)])
+        poll(0.5)  # half a second per check: renewed every fourth check (a quarter of 8 s), not at each
+        # (a renewal is an INSERT that finds the row, then an UPDATE)
+        assert checks >= 12 and 2 * 3 <= len(statements) <= 2 * (checks // 4 + 2)
+    finally:
+        event.remove(setup.database.engine, "before_cursor_execute", count)
+    with setup.database.session() as session:
+        lease = store.lease(session, "mailbox:default")
+    assert lease is not None and lease.holder == holder_name("test")
+    assert setup.count(Card) == 24
 
 
 def test_move_post_action_moves_only_committed_messages(
