@@ -87,6 +87,8 @@ class WorkerPool:
         self._mp.set_forkserver_preload(_PRELOAD)
         self._proven = False  # set once a worker has returned results: from then on a death is the message's
         self._workers: list[_Worker] = []
+        # The daemon polls its mailboxes in threads of their own, each handing batches to this one pool.
+        self._one_batch_at_a_time = threading.Lock()
         # Starting the fork server imports the parsing code there (about half a second): the caller goes on
         # meanwhile (logs in, fetches the first batch) and the first evaluation waits for the workers.
         self._start_error: BaseException | None = None
@@ -141,6 +143,10 @@ class WorkerPool:
 
     def __call__(self, rows: Sequence[Any], context: PipelineContext, now: datetime) -> list[Outcome]:
         """Outcomes for the rows, in order. `context` must be the pool's own (it was given to the workers)."""
+        with self._one_batch_at_a_time:
+            return self._evaluate(rows, now)
+
+    def _evaluate(self, rows: Sequence[Any], now: datetime) -> list[Outcome]:
         self._started()
         raws = [row.raw for row in rows]
         results: dict[int, Outcome] = {}

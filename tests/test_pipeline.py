@@ -271,6 +271,36 @@ def test_an_import_evaluates_what_it_stored_while_it_reads_the_rest(tmp_path: Pa
     app.database.dispose()
 
 
+def test_one_worker_pool_serves_several_polls_at_once(app) -> None:  # type: ignore[no-untyped-def]
+    """The daemon polls each mailbox in a thread of its own, all handing batches to one pool: every batch gets
+    its own messages' outcomes, in order."""
+    import threading
+    from datetime import UTC, datetime
+
+    from interestd.pipeline import evaluate_serially
+    from interestd.workers import WorkerPool
+
+    cases = sorted((FIXTURES / "parsers").glob("*/*.eml"))
+    rows = [store.PendingRaw(n, path.read_bytes(), 0, path.stat().st_size) for n, path in enumerate(cases)]
+    now = datetime.now(UTC)
+    expected = evaluate_serially(rows, app.context, now)
+    halves = [rows[0::2], rows[1::2]]
+    got: dict[int, list] = {}
+    with WorkerPool(app.context, processes=2, timeout=60) as pool:
+
+        def poll(number: int) -> None:
+            got[number] = pool(halves[number], app.context, now)
+
+        threads = [threading.Thread(target=poll, args=(number,)) for number in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert [outcome.card for outcome in got[0]] == [outcome.card for outcome in expected[0::2]]
+    assert [outcome.card for outcome in got[1]] == [outcome.card for outcome in expected[1::2]]
+    assert sum(outcome.card is not None for outcome in expected) > 30
+
+
 def test_a_message_the_database_refuses_is_quarantined_alone(tmp_path: Path, sqlite_url: str) -> None:
     """The batch is written in a few statements; when the database refuses one card, the batch is written again
     message by message and only that message is quarantined, with the database's reason."""
