@@ -104,11 +104,14 @@ class WorkerPool:
         except BaseException as exc:
             self._start_error = exc
 
-    def _started(self) -> None:
-        """Wait for the workers to be started; raise what stopped them from starting."""
+    def _wait_for_start(self) -> None:
         if self._starting is not None:
             self._starting.join()
             self._starting = None
+
+    def _started(self) -> None:
+        """Wait for the workers to be started; raise what stopped them from starting."""
+        self._wait_for_start()
         if self._start_error is not None:
             raise self._start_error
 
@@ -122,9 +125,7 @@ class WorkerPool:
         return _Worker(process, parent)
 
     def close(self) -> None:
-        if self._starting is not None:
-            self._starting.join()
-            self._starting = None
+        self._wait_for_start()
         for worker in self._workers:
             with contextlib.suppress(OSError):
                 worker.connection.send(None)

@@ -36,6 +36,18 @@ class Setup:
         [result] = poll_once(self.settings, self.database, self.context)
         return result
 
+    def poll_mailbox(self, **options: object):  # type: ignore[no-untyped-def]
+        """poll_mailbox on this setup's one mailbox, with the given options (holder, kept, should_stop...)."""
+        mailbox = self.settings.all_mailboxes()[0]
+        return poll_mailbox(
+            self.database,
+            self.context,
+            mailbox,
+            self.settings.mailbox_password(mailbox),
+            max_message_bytes=self.settings.limits.max_message_bytes,
+            **options,  # type: ignore[arg-type]
+        )
+
     def count(self, model) -> int:  # type: ignore[no-untyped-def]
         with self.database.session() as session:
             return session.scalar(select(func.count()).select_from(model)) or 0
@@ -126,15 +138,7 @@ class CountingConnects:
 
 def _kept_poll(setup: Setup, kept: KeptConnections):  # type: ignore[no-untyped-def]
     """One poll as the daemon's poll job makes it: the connection taken from and left in `kept`."""
-    return poll_mailbox(
-        setup.database,
-        setup.context,
-        setup.settings.all_mailboxes()[0],
-        setup.settings.mailbox_password(setup.settings.all_mailboxes()[0]),
-        max_message_bytes=setup.settings.limits.max_message_bytes,
-        holder="test-daemon",
-        kept=kept,
-    )
+    return setup.poll_mailbox(holder="test-daemon", kept=kept)
 
 
 def test_the_daemon_keeps_its_connection_and_still_sees_every_new_message(
@@ -199,16 +203,7 @@ def test_a_poll_evaluates_what_it_stored_while_it_fetches_the_rest(setup: Setup)
             evaluated_while_fetching.append(evaluator.called.wait(20))
         return False
 
-    mailbox = setup.settings.all_mailboxes()[0]
-    result = poll_mailbox(
-        setup.database,
-        setup.context,
-        mailbox,
-        setup.settings.mailbox_password(mailbox),
-        max_message_bytes=10**7,
-        should_stop=should_stop,
-        evaluator=evaluator,
-    )
+    result = setup.poll_mailbox(should_stop=should_stop, evaluator=evaluator)
     assert result.error is None and result.fetched == 12
     assert evaluated_while_fetching == [True]
     assert result.processed.counts["card"] == 12 == setup.count(Card) == evaluator.rows
@@ -222,7 +217,6 @@ def test_a_poll_renews_its_lease_when_a_quarter_of_it_has_passed_not_at_every_ba
     from interestd.polling import holder_name
 
     setup.configure(batch_size=1, interval="8s")
-    mailbox = setup.settings.all_mailboxes()[0]
     statements: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
@@ -246,16 +240,7 @@ def test_a_poll_renews_its_lease_when_a_quarter_of_it_has_passed_not_at_every_ba
             offset += timedelta(seconds=seconds_per_check)
             return False
 
-        result = poll_mailbox(
-            setup.database,
-            setup.context,
-            mailbox,
-            setup.settings.mailbox_password(mailbox),
-            max_message_bytes=10**7,
-            holder=holder_name("test"),
-            should_stop=should_stop,
-            clock=clock,
-        )
+        result = setup.poll_mailbox(holder=holder_name("test"), should_stop=should_stop, clock=clock)
         assert result.error is None and result.fetched == 12
 
     event.listen(setup.database.engine, "before_cursor_execute", count)
