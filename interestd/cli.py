@@ -897,6 +897,7 @@ def mail_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Stored messages by status, newest first, with the reason each one got its status."""
+    from interestd import store
     from interestd.services import mail_list as mail_list_service
     from interestd.services import mail_record
 
@@ -904,8 +905,9 @@ def mail_list(
     settings = state.settings()
     with state.database().session() as session:
         rows = mail_list_service(session, statuses=status or ["quarantined", "skipped"], limit=limit)
+        kept = store.kept_raw_ids(session, [raw.id for raw in rows if raw.id is not None])
     if as_json:
-        _print_json([mail_record(raw) for raw in rows])
+        _print_json([mail_record(raw, raw_kept=raw.id in kept) for raw in rows])
         return
     if not rows:
         typer.echo("no messages")
@@ -933,17 +935,19 @@ def mail_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One stored message: where it came from, its status and reason, and the card it became."""
+    from interestd import store
     from interestd.safety import terminal_text
     from interestd.services import mail_by_id, mail_card_ref, mail_record
 
     state = _state(ctx)
     with state.database().session() as session:
         stored = mail_by_id(session, message)
-        record = mail_record(stored, card_ref=mail_card_ref(session, stored))
+        data = store.raw_bytes(session, message)
+        record = mail_record(stored, raw_kept=data is not None, card_ref=mail_card_ref(session, stored))
     if raw:
-        if stored.raw is None:
+        if data is None:
             raise UsageError(f"the bytes of message {message} were not kept ({stored.reason})")
-        sys.stdout.buffer.write(stored.raw)
+        sys.stdout.buffer.write(data)
         return
     if as_json:
         _print_json(record)

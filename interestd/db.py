@@ -23,8 +23,8 @@ from interestd.errors import DatabaseError, SchemaError
 log = logging.getLogger(__name__)
 
 # The alembic revision this code expects; tests check it equals the head of migrations/versions.
-SCHEMA_REVISION = "0002"
-KNOWN_REVISIONS = ("0001", "0002")
+SCHEMA_REVISION = "0003"
+KNOWN_REVISIONS = ("0001", "0002", "0003")
 MIGRATIONS_LOCK_ID = 0x696E7464  # "intd": PostgreSQL advisory lock key held while migrating
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from interestd.card import CardData, normalise
@@ -30,15 +31,25 @@ class StormRules:
     allow: tuple[str, ...] = ()
 
     def exempt(self, address: str | None, managers: tuple[str, ...] = ()) -> bool:
+        """True for an address the limit does not apply to: an allowed address, or one at an allowed domain or
+        any of its subdomains (run for every message stored, so the lists are looked up as sets)."""
         if not self.limit or not address:
             return True
+        allowed = _allowed_set(self.allow, managers)
         address = address.lower()
+        if address in allowed:
+            return True
         domain = address.rpartition("@")[2]
-        for allowed in (*self.allow, *managers):
-            allowed = allowed.lower().lstrip("@")
-            if address == allowed or domain == allowed or domain.endswith("." + allowed):
+        while domain:
+            if domain in allowed:
                 return True
+            domain = domain.partition(".")[2]
         return False
+
+
+@lru_cache(maxsize=64)
+def _allowed_set(allow: tuple[str, ...], managers: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(entry.lower().lstrip("@") for entry in (*allow, *managers))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def _time(**kwargs: Any) -> Any:
 
 
 class RawMessage(SQLModel, table=True):
-    """One e-mail exactly as it arrived (raw bytes kept), and what became of it."""
+    """One e-mail as it arrived, and what became of it (its bytes are in raw_body)."""
 
     __tablename__ = "raw_message"
     __table_args__ = (
@@ -61,7 +61,6 @@ class RawMessage(SQLModel, table=True):
     folder: str | None = Field(default=None, max_length=500)
     uidvalidity: int | None = Field(default=None, sa_column=Column(BigInteger))
     uid: int | None = Field(default=None, sa_column=Column(BigInteger))
-    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     size: int = 0
     subject: str | None = Field(default=None, sa_column=Column(Text))
     sender: str | None = Field(default=None, sa_column=Column(Text))
@@ -77,6 +76,18 @@ class RawMessage(SQLModel, table=True):
     parser_version: str | None = Field(default=None, max_length=50)
     attempts: int = 0
     processed_at: datetime | None = _time()
+
+
+class RawBody(SQLModel, table=True):
+    """The bytes of a raw message, exactly as they arrived; none for a message whose bytes were not kept.
+
+    Apart from raw_message because SQLite rewrites a whole row, its bytes included, whenever any column of it
+    changes: a message's status is written twice while it is processed, and its bytes never change."""
+
+    __tablename__ = "raw_body"
+
+    raw_message_id: int = Field(foreign_key="raw_message.id", primary_key=True)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 UNCLAIMED_PG = "responsible IS NULL AND processed = false"

@@ -481,10 +481,8 @@ def reprocess(
     for start in range(0, len(raw_ids), context.batch_size):
         chunk = raw_ids[start : start + context.batch_size]
         with database.session() as session:
-            rows = [
-                store.PendingRaw(raw.id, raw.raw, 0, raw.size, raw.status)
-                for raw in (store.get_raw(session, raw_id) for raw_id in chunk)
-                if raw is not None and raw.id
-            ]
+            stored = [raw for raw in (store.get_raw(session, raw_id) for raw_id in chunk) if raw is not None and raw.id]
+            data = store.raw_bytes_of(session, [raw.id for raw in stored if raw.id])
+            rows = [store.PendingRaw(raw.id, data.get(raw.id), 0, raw.size, raw.status) for raw in stored if raw.id]
         summary.add(_process_rows(database, context, rows, evaluator=evaluator, clock=clock))
     return summary

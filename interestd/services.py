@@ -377,7 +377,7 @@ def mail_by_id(session: Session, raw_id: int) -> RawMessage:
     return raw
 
 
-def mail_record(raw: RawMessage, *, card_ref: str | None = None) -> dict[str, Any]:
+def mail_record(raw: RawMessage, *, raw_kept: bool, card_ref: str | None = None) -> dict[str, Any]:
     return {
         "id": raw.id,
         "status": raw.status,
@@ -393,7 +393,7 @@ def mail_record(raw: RawMessage, *, card_ref: str | None = None) -> dict[str, An
         "parser_version": raw.parser_version,
         "attempts": raw.attempts,
         "card": card_ref,
-        "raw_kept": raw.raw is not None,
+        "raw_kept": raw_kept,
     }
 
 

@@ -22,6 +22,7 @@ from interestd.models import (
     Manager,
     PendingAction,
     Proof,
+    RawBody,
     RawMessage,
     ReportRun,
     UTCDateTime,
@@ -70,28 +71,35 @@ def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None 
         return []
     now = now or utcnow()
     rows: dict[str, dict[str, Any]] = {}
+    data: dict[str, bytes] = {}
     for item in items:
-        rows.setdefault(
-            item.message_id,
-            {
-                "message_id": item.message_id,
-                "content_hash": item.content_hash,
-                "origin": item.origin,
-                "mailbox": item.mailbox,
-                "folder": item.folder,
-                "uidvalidity": item.uidvalidity,
-                "uid": item.uid,
-                "raw": item.data,
-                "size": item.real_size,
-                "stored_at": now,
-                "status": "new",
-                "attempts": 0,
-            },
-        )
+        if item.message_id in rows:
+            continue
+        data[item.message_id] = item.data
+        rows[item.message_id] = {
+            "message_id": item.message_id,
+            "content_hash": item.content_hash,
+            "origin": item.origin,
+            "mailbox": item.mailbox,
+            "folder": item.folder,
+            "uidvalidity": item.uidvalidity,
+            "uid": item.uid,
+            "size": item.real_size,
+            "stored_at": now,
+            "status": "new",
+            "attempts": 0,
+        }
+    table = RawMessage.__table__
     dialect = session.get_bind().dialect.name
-    statement = insert_ignoring_duplicates(dialect, RawMessage.__table__).returning(RawMessage.__table__.c.id)
-    result = session.execute(statement, list(rows.values()))
-    return sorted(row[0] for row in result)
+    statement = insert_ignoring_duplicates(dialect, table).returning(table.c.id, table.c.message_id)
+    stored = session.execute(statement, list(rows.values())).all()
+    _add_bodies(session, [(raw_id, data[message_id]) for raw_id, message_id in stored])
+    return sorted(raw_id for raw_id, _ in stored)
+
+
+def _add_bodies(session: Session, bodies: Sequence[tuple[int, bytes]]) -> None:
+    if bodies:
+        session.execute(insert(RawBody.__table__), [{"raw_message_id": i, "raw": raw} for i, raw in bodies])
 
 
 def add_quarantined_raw(
@@ -112,7 +120,6 @@ def add_quarantined_raw(
                 "folder": item.folder,
                 "uidvalidity": item.uidvalidity,
                 "uid": item.uid,
-                "raw": item.data if keep_bytes else None,
                 "size": item.real_size,
                 "stored_at": now,
                 "status": "quarantined",
@@ -122,7 +129,28 @@ def add_quarantined_raw(
             }
         ],
     ).first()
-    return row[0] if row else None
+    if row is None:
+        return None
+    if keep_bytes:
+        _add_bodies(session, [(row[0], item.data)])
+    return row[0]
+
+
+def raw_bytes(session: Session, raw_id: int) -> bytes | None:
+    """A stored message's bytes as they arrived; None when they were not kept."""
+    return session.scalar(select(RawBody.raw).where(RawBody.raw_message_id == raw_id))
+
+
+def raw_bytes_of(session: Session, raw_ids: Sequence[int]) -> dict[int, bytes]:
+    """The bytes of these stored messages, by id (those whose bytes were not kept are left out)."""
+    statement = select(RawBody.raw_message_id, RawBody.raw).where(RawBody.raw_message_id.in_(list(raw_ids)))
+    return {raw_id: raw for raw_id, raw in session.execute(statement)}
+
+
+def kept_raw_ids(session: Session, raw_ids: Sequence[int]) -> set[int]:
+    """Which of these stored messages have their bytes kept."""
+    statement = select(RawBody.raw_message_id).where(RawBody.raw_message_id.in_(list(raw_ids)))
+    return set(session.scalars(statement))
 
 
 def known_message_ids(session: Session, message_ids: Iterable[str]) -> set[str]:
@@ -155,11 +183,7 @@ def pending_raw(
         total += head.size
     if not chosen:
         return []
-    raws = dict(
-        session.execute(
-            select(RawMessage.id, RawMessage.raw).where(RawMessage.id.in_([head.id for head in chosen]))
-        ).all()
-    )
+    raws = raw_bytes_of(session, [head.id for head in chosen])
     return [PendingRaw(head.id, raws.get(head.id), head.attempts, head.size) for head in chosen]
 
 

@@ -196,8 +196,8 @@ def test_the_daemon_survives_the_corpus_from_the_mailbox(tmp_path: Path, dovecot
         )
         assert daemon.alive()
         big = daemon.scalar(
-            "SELECT count(*) FROM raw_message WHERE status = 'quarantined' AND reason LIKE "
-            "'too large:%' AND length(raw) < 100000"
+            "SELECT count(*) FROM raw_message JOIN raw_body ON raw_body.raw_message_id = raw_message.id "
+            "WHERE status = 'quarantined' AND reason LIKE 'too large:%' AND length(raw_body.raw) < 100000"
         )
         assert big == 1  # only the headers were fetched; the server's copy stays
         assert dovecot.count(imap_user) == len(messages)

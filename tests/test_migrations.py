@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -100,4 +101,43 @@ def test_migrations_apply_from_every_released_schema(tmp_path, database_url: str
     assert (before, after) == (revision, SCHEMA_REVISION)
     with database.engine.connect() as connection:
         assert _differences(connection) == []
+    database.dispose()
+
+
+def test_raw_bytes_move_to_their_own_table_and_back_unchanged(tmp_path, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """0003 moves every kept message's bytes from raw_message to raw_body (none for a message whose bytes were
+    not kept), cards keep pointing at their messages, and the downgrade puts the bytes back."""
+    from tests.conftest import fresh_database_url
+
+    database = Database(fresh_database_url(database_url, tmp_path, "raw_body"))
+    upgrade(database, "0002")
+    kept = "Привет".encode("cp1251") + bytes(range(256)) * 80  # every byte value, 20 KB
+    with database.engine.begin() as connection:
+        for number, raw in ((1, kept), (2, None)):
+            connection.execute(
+                text(
+                    "INSERT INTO raw_message (id, message_id, content_hash, origin, raw, size, stored_at, status, "
+                    "attempts) VALUES (:id, :mid, :hash, 'test', :raw, 1, CURRENT_TIMESTAMP, 'card', 1)"
+                ),
+                {"id": number, "mid": f"<m{number}@test>", "hash": f"{number:064d}", "raw": raw},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO card (id, raw_message_id, message_id, parser, received_at, occurred_at, source_type, "
+                "action, text, processed, replied, updated_at) VALUES (7, 1, '<m1@test>', 'test', CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP, 'email', 'request', 'Здравствуйте', false, false, CURRENT_TIMESTAMP)"
+            )
+        )
+    assert upgrade(database) == ("0002", SCHEMA_REVISION)
+    with database.engine.connect() as connection:
+        bodies = connection.execute(text("SELECT raw_message_id, raw FROM raw_body")).all()
+        assert [(raw_id, bytes(raw)) for raw_id, raw in bodies] == [(1, kept)]
+        assert connection.execute(text("SELECT raw_message_id FROM card WHERE id = 7")).scalar() == 1
+        assert _differences(connection) == []
+    with database.engine.connect() as connection:
+        command.downgrade(alembic_config(connection), "0002")
+        connection.commit()
+    with database.engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, raw FROM raw_message ORDER BY id")).all()
+    assert [(raw_id, raw if raw is None else bytes(raw)) for raw_id, raw in rows] == [(1, kept), (2, None)]
     database.dispose()

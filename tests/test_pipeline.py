@@ -106,9 +106,11 @@ def test_a_parser_that_raises_quarantines_only_its_message(app, tmp_path: Path) 
     assert summary.outcomes["card"] == 4
     with app.session() as session:
         [quarantined] = mail_list(session, statuses=["quarantined"])
+        kept = store.raw_bytes(session, quarantined.id)
     assert quarantined.origin.endswith("outlook-cp1251-signature-quote.eml")
     assert quarantined.reason == "exploding parser failed: KeyError: 'layout changed'"
-    assert quarantined.parser == "exploding" and quarantined.raw is not None
+    assert quarantined.parser == "exploding"
+    assert kept == (FIXTURES / "parsers" / "email" / "outlook-cp1251-signature-quote.eml").read_bytes()
 
 
 def test_reparse_after_a_fix_turns_the_quarantined_message_into_a_card(app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -105,6 +105,35 @@ def test_notification_robots_and_managers_are_exempt_from_the_storm_limit(tmp_pa
     app.database.dispose()
 
 
+def test_the_storm_exemption_matches_addresses_domains_and_their_subdomains_only() -> None:
+    from interestd.evaluation import StormRules
+
+    rules = StormRules(limit=5, allow=("vk.com", "@Tilda.WS", "robot@example.ru"))
+    managers = ("anna@uyut-dom.ru",)
+    exempt = [
+        "admin@vk.com",
+        "Admin@Notify.VK.com",  # a subdomain, any case
+        "forms@tilda.ws",  # "@domain" is the domain
+        "no-reply@mail.tilda.ws",
+        "ROBOT@example.ru",  # an allowed address
+        "anna@uyut-dom.ru",  # a manager
+        None,
+        "",
+    ]
+    limited = [
+        "someone@example.ru",  # the allowed address's domain is not allowed as a whole
+        "admin@notvk.com",  # a look-alike domain, not a subdomain
+        "admin@vk.com.evil.example",
+        "vk.com@evil.example",
+        "anna@uyut-dom.ru.example",
+        "boris@uyut-dom.ru",
+    ]
+    assert [address for address in exempt if not rules.exempt(address, managers)] == []
+    assert [address for address in limited if rules.exempt(address, managers)] == []
+    assert not rules.exempt("anna@uyut-dom.ru")  # without the team, a manager's address is limited too
+    assert StormRules(limit=0).exempt("someone@example.ru")  # no limit: everybody is exempt
+
+
 AUTHENTICATED = (
     "Authentication-Results: mx.uyut-dom.ru; dkim=pass header.d=uyut-dom.ru header.s=mail; "
     "spf=pass smtp.mailfrom=anna@uyut-dom.ru\r\n"
