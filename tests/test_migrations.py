@@ -90,6 +90,36 @@ def test_a_new_empty_sqlite_database_is_initialised(tmp_path) -> None:  # type: 
     database.dispose()
 
 
+def test_a_new_database_is_built_as_the_migrations_build_it(tmp_path, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A brand-new database gets the models' tables at once (not by replaying every migration): the same schema
+    as the migrations build, stamped with the head revision, so a later upgrade finds nothing to do."""
+    from tests.conftest import fresh_database_url
+
+    database = Database(fresh_database_url(database_url, tmp_path, "initialised"))
+    check_schema(database)
+    with database.engine.connect() as connection:
+        assert _differences(connection) == []
+    assert upgrade(database) == (SCHEMA_REVISION, SCHEMA_REVISION)
+    check_schema(database, create_if_empty=False)
+    database.dispose()
+
+
+def test_two_processes_initialising_one_new_database_at_once_both_succeed(tmp_path, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import fresh_database_url
+
+    url = fresh_database_url(database_url, tmp_path, "twice")
+    databases = [Database(url), Database(url)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(check_schema, databases))  # raises what either raised
+    with databases[0].engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_REVISION]
+        assert _differences(connection) == []
+    for database in databases:
+        database.dispose()
+
+
 @pytest.mark.parametrize("revision", KNOWN_REVISIONS)
 def test_migrations_apply_from_every_released_schema(tmp_path, database_url: str, revision: str) -> None:  # type: ignore[no-untyped-def]
     """A database made by any earlier release (each known revision) upgrades to exactly the current models."""
