@@ -10,7 +10,7 @@ from interestd.config import CustomParserSettings, FieldRule
 from interestd.dates import parse_human_date
 from interestd.errors import ParseError
 from interestd.extract import label_values
-from interestd.htmltext import normalise_text
+from interestd.htmltext import element_text, normalise_text
 from interestd.message import ParsedMessage
 
 
@@ -72,7 +72,7 @@ class CustomParser:
             tree = msg.html_tree
             if tree is None:
                 return None
-            texts = [normalise_text(element.text_content()) for element in tree.xpath(self._xpaths[name])]
+            texts = [normalise_text(element_text(element)) for element in tree.xpath(self._xpaths[name])]
             return "\n".join(t for t in texts if t) or None
         source = {"text": msg.text, "html": msg.html or "", "subject": msg.subject}[rule.source]
         match = self._regexes[name].search(source)

@@ -70,7 +70,7 @@ def html_without_quotes(tree: object) -> str | None:
     None when the body quotes nothing (the HTML's own text is then the answer)."""
     import copy
 
-    from interestd.htmltext import tree_to_text
+    from interestd.htmltext import drop_tree, tree_to_text
 
     if tree is None or not tree.xpath(_QUOTE_XPATH):  # type: ignore[attr-defined]
         return None
@@ -83,7 +83,7 @@ def html_without_quotes(tree: object) -> str | None:
             # Outlook's reply header starts a block that runs to the end: drop what follows it too.
             for sibling in list(element.itersiblings()):
                 parent.remove(sibling)
-        element.drop_tree()
+        drop_tree(element)
     return tree_to_text(root)
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_MESSAGES = 16
 CHUNK_BYTES = 4 * 1024 * 1024
-_PRELOAD = ["interestd.evaluation", "interestd.registry", "interestd.htmltext", "lxml.html", "phonenumbers"]
+_PRELOAD = ["interestd.evaluation", "interestd.registry", "interestd.htmltext", "phonenumbers"]
 
 
 def _worker_main(connection: Connection, context: PipelineContext, memory_limit: int | None) -> None:

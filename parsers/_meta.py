@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from interestd.htmltext import normalise_text, tree_to_text
+from interestd.htmltext import drop_tree, element_text, normalise_text, tree_to_text
 from interestd.message import ParsedMessage
 
 NOTIFY_HEADERS = ("X-Facebook-Notify", "X-FB-Internal-Notiftype")
@@ -166,7 +166,7 @@ def page_links(msg: ParsedMessage) -> list[CleanLink]:
 def preheader(tree: Any | None) -> str:
     """The hidden preview line Meta puts atop the HTML ("Anna wrote: …"), or ""."""
     for element in _hidden_elements(tree):
-        text = normalise_text(element.text_content())
+        text = normalise_text(element_text(element))
         if text:
             return text
     return ""
@@ -197,7 +197,7 @@ def _visible_html_text(msg: ParsedMessage) -> str:
             return ""
         root = copy.deepcopy(msg.html_tree)
         for element in _hidden_elements(root):
-            element.drop_tree()
+            drop_tree(element)
         return tree_to_text(root)
 
     return msg.derived("meta.visible_html_text", compute)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from interestd.extract import find_urls
-from interestd.htmltext import tree_to_text
+from interestd.htmltext import element_text, tree_to_text
 
 MAX_LINES = 2000  # a form mail is short; a huge body is read only this far
 
@@ -468,4 +468,4 @@ def _is_label_cell(cell: Any, text: str) -> bool:
     if "field-name" in (cell.get("class") or "") or cell.tag.lower() == "th":
         return True
     strong = [el for el in cell.iter("strong", "b") if el is not cell]
-    return any(" ".join(el.text_content().split()) == " ".join(text.split()) for el in strong)
+    return any(" ".join(element_text(el).split()) == " ".join(text.split()) for el in strong)

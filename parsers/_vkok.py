@@ -17,7 +17,7 @@ import lxml.etree
 
 from interestd.dates import parse_human_date
 from interestd.extract import find_emails, find_phones
-from interestd.htmltext import normalise_text
+from interestd.htmltext import element_text, normalise_text
 from interestd.message import ParsedMessage
 
 # The marker a mail client writes above an inline forward, and the header lines that follow it.
@@ -158,7 +158,7 @@ def anchors(msg: ParsedMessage, clean: Callable[[str], str]) -> list[Anchor]:
 
 
 def _html_anchor(element: Any, clean: Callable[[str], str]) -> Anchor:
-    text = normalise_text(element.text_content()).replace("\n", " ")
+    text = normalise_text(element_text(element)).replace("\n", " ")
     images = _IMAGES(element)
     src = unwrap(images[0].get("src")) if images else None
     alt = (images[0].get("alt") or "").strip() or None if images else None

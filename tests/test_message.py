@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from interestd.charsets import decode_bytes
-from interestd.htmltext import html_to_text
+from interestd.htmltext import html_to_text, normalise_text
 from interestd.message import decode_header, parse_raw, quick_message_id
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -193,3 +196,27 @@ def test_what_a_parser_derives_from_a_message_is_worked_out_once() -> None:
     assert message.derived("test.lines", lines) == ("body",)
     assert calls == ["x"]
     assert parse_raw(b"Subject: y\r\n\r\nother\r\n").derived("test.lines", lines) == ("other",)  # per message
+
+
+def _normalised_line_by_line(text: str) -> str:
+    """normalise_text as first written, one line and one cell at a time: the reference for the fast one."""
+    from interestd.htmltext import _BLOCK_MARK, _BR_MARK, _CELL_MARK, _PARAGRAPH_MARK
+
+    text = re.sub("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u034f\u180e]", "", text)
+    if _BLOCK_MARK in text or _PARAGRAPH_MARK in text or _BR_MARK in text:
+        text = re.sub(r"[ \t\r\n\f\v]+", " ", text)
+        text = re.sub("\x1d(?= *[\x1e\x1c])", "", text)
+        text = re.sub(" *[\x1e\x1c][\x1e\x1c ]*", lambda run: "\n\n" if "\x1c" in run.group() else "\n", text)
+        text = text.replace(_BR_MARK, "\n")
+    text = re.sub(r"[ \t\r\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+", " ", text)
+    lines = ["\t".join(cell.strip() for cell in line.split(_CELL_MARK) if cell.strip()) for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+_TRICKY = "ab я\n\t\r\x0b\x0c\x1c\x1d\x1e\x1f\u00a0\u2003\u3000\x85\u2028\u1680\u200b\u00ad\ufeff"
+
+
+@given(st.text(alphabet=_TRICKY, max_size=40))
+@settings(max_examples=3000, deadline=None)
+def test_normalise_text_keeps_lines_cells_and_spaces_as_the_line_by_line_definition(text: str) -> None:
+    assert normalise_text(text) == _normalised_line_by_line(text)
