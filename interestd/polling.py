@@ -418,7 +418,7 @@ def _poll_folder(
         if should_stop():
             return
         batch = uids[start : start + settings.batch_size]
-        _store_batch(
+        new = _store_batch(
             database,
             connection,
             settings,
@@ -430,7 +430,7 @@ def _poll_folder(
             clock=clock,
         )
         if processor is not None:
-            processor.step()
+            processor.step(just_stored=new)
 
 
 def _starting_point(connection: Any, settings: MailboxSettings, status: imap.FolderStatus) -> int:
@@ -482,8 +482,9 @@ def _store_batch(
     *,
     max_message_bytes: int,
     clock: Callable[[], datetime],
-) -> None:
-    """A batch of new UIDs: stored together with the folder's new position and the post-actions owed."""
+) -> dict[int, bytes]:
+    """A batch of new UIDs: stored together with the folder's new position and the post-actions owed; returns
+    the bytes of the messages stored, by id."""
     items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes)
     now = clock()
     with database.session(write=True) as session:
@@ -491,9 +492,10 @@ def _store_batch(
         store.save_folder_position(session, settings.name, folder, uidvalidity=uidvalidity, last_uid=max(batch))
         store.add_pending_actions(session, settings.name, folder, uidvalidity, batch, settings.post_action, now=now)
         session.commit()
-    _count(result, len(items), new, quarantined)
+    _count(result, len(items), len(new), quarantined)
     if settings.post_action != "none":
         result.actions += _act(database, connection, settings, folder, uidvalidity, list(batch), settings.post_action)
+    return new
 
 
 def _do_owed_actions(
@@ -580,7 +582,7 @@ def _store_history(
     with database.session(write=True) as session:
         new, quarantined = _add_items(session, items, max_message_bytes=max_message_bytes, now=None)
         session.commit()
-    _count(result, len(items), new, quarantined)
+    _count(result, len(items), len(new), quarantined)
 
 
 def _fetch_items(
@@ -608,9 +610,10 @@ def _fetch_items(
 
 def _add_items(
     session: Any, items: Sequence[tuple[store.RawItem, bool]], *, max_message_bytes: int, now: datetime | None
-) -> tuple[int, int]:
-    """Store fetched items, a message over the size limit quarantined with its head: (new, quarantined)."""
-    new_ids = store.add_raw(session, [item for item, truncated in items if not truncated], now=now)
+) -> tuple[dict[int, bytes], int]:
+    """Store fetched items, a message over the size limit quarantined with its head: (the new messages' bytes
+    by id, how many were quarantined)."""
+    new = store.add_raw(session, [item for item, truncated in items if not truncated], now=now)
     quarantined = 0
     for item in (item for item, truncated in items if truncated):
         reason = (
@@ -619,7 +622,7 @@ def _add_items(
         )
         if store.add_quarantined_raw(session, item, reason, keep_bytes=True, now=now) is not None:
             quarantined += 1
-    return len(new_ids), quarantined
+    return new, quarantined
 
 
 def _count(result: FolderResult, fetched: int, new: int, quarantined: int) -> None:
