@@ -114,6 +114,7 @@ def _is_single_byte(codec: str) -> bool:
 
 
 _CYRILLIC_LETTER = re.compile("[\u0400-\u04ff]")
+_CYRILLIC_RUN = re.compile("[\u0400-\u04ff]+")  # counted by runs: a word is one match, not one per letter
 _LOWER_THEN_UPPER = re.compile("[\u0430-\u045f][\u0400-\u042f]")  # "пРХБЕР": koi8/cp1251 read the wrong way
 _MIXED_SCRIPTS = re.compile("[A-Za-z][\u0400-\u04ff]|[\u0400-\u04ff][A-Za-z]")
 _ACCENTED_RUN = re.compile("[\u00c0-\u00ff]{3,}")  # "Ïðèâåò": Cyrillic read as latin-1
@@ -136,7 +137,7 @@ def plausibility(text: str) -> float:
 
     Counted with regular expressions (in C): this runs on every 8-bit body and header whose charset is in doubt.
     """
-    score = float(len(_CYRILLIC_LETTER.findall(text)))
+    score = float(sum(map(len, _CYRILLIC_RUN.findall(text))))
     score -= 4 * len(_LOWER_THEN_UPPER.findall(text))
     score -= 3 * len(_MIXED_SCRIPTS.findall(text))
     score -= sum(len(run) for run in _ACCENTED_RUN.findall(text))

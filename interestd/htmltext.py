@@ -179,9 +179,15 @@ def _hidden(element: Any) -> bool:
 
 def normalise_text(text: str) -> str:
     """Collapse spaces, drop invisible characters, keep line and cell structure, trim blank lines."""
-    text = _INVISIBLE.sub("", text)
-    if "\n" not in text and not _ANY_MARK.search(text):
-        return _SPACES.sub(" ", text).strip()  # one line (a link's text, a cell): the common short case
+    if text.isascii():
+        if "\n" not in text and not _ANY_MARK.search(text):
+            # One ASCII line (a link's text, a URL): no invisible characters, and with neither line breaks nor
+            # marks, split() breaks on exactly the spaces _SPACES collapses.
+            return " ".join(text.split())
+    else:
+        text = _INVISIBLE.sub("", text)
+        if "\n" not in text and not _ANY_MARK.search(text):
+            return _SPACES.sub(" ", text).strip()  # one line (a link's text, a cell): the common short case
     if _BLOCK_MARK in text or _PARAGRAPH_MARK in text or _BR_MARK in text:
         text = _SOURCE_WHITESPACE.sub(" ", text)
         text = _BR_BEFORE_BLOCK.sub("", text)
