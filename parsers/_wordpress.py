@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -101,6 +102,11 @@ def body_of(msg: ParsedMessage) -> str:
 
 def is_comment_notification(msg: ParsedMessage) -> bool:
     """True for a WordPress new-comment or moderation mail (post-author or moderator), in any language."""
+    # Asked by both the review and the comment parser's match(): worked out once per message.
+    return msg.derived("wordpress.is_comment_notification", _is_comment_notification)
+
+
+def _is_comment_notification(msg: ParsedMessage) -> bool:
     body = body_of(msg)
     moderation = any(m.group("action").lower() != "editcomment" for m in ADMIN_ACTION.finditer(body))
     public = COMMENTS_ANCHOR.search(body) is not None and PERMALINK.search(body) is not None
@@ -111,6 +117,10 @@ def is_comment_notification(msg: ParsedMessage) -> bool:
 
 def is_product_review(msg: ParsedMessage) -> bool:
     """True when the commented post is a WooCommerce product (admin product-reviews link or product permalink)."""
+    return msg.derived("wordpress.is_product_review", _is_product_review)
+
+
+def _is_product_review(msg: ParsedMessage) -> bool:
     body = body_of(msg)
     if PRODUCT_REVIEW_LINK.search(body):
         return True
@@ -120,7 +130,12 @@ def is_product_review(msg: ParsedMessage) -> bool:
 
 
 def read_comment(msg: ParsedMessage) -> WpComment:
-    """Read every field the notification carries; what is absent stays None."""
+    """Read every field the notification carries; what is absent stays None. Read once per message (the
+    match() of two parsers and the chosen parse() all need it); each caller gets its own copy."""
+    return copy.copy(msg.derived("wordpress.comment", _read_comment))
+
+
+def _read_comment(msg: ParsedMessage) -> WpComment:
     body = body_of(msg)
     lines = body.split("\n")
     found = WpComment()
