@@ -32,6 +32,7 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+?)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=
 _FOLDING = re.compile(r"\r?\n[ \t]+")
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_MESSAGE_ID_FIELD = re.compile(rb"(?i)message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t]+.*)*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +156,17 @@ def quick_message_id(raw: bytes) -> str | None:
     if end < 0:
         end = raw.find(b"\n\n")
     head = raw if end < 0 else raw[:end]
-    match = re.search(rb"(?im)^message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t]+.*)*)", head)
-    if not match:
-        return None
-    return normalise_message_id(match.group(1).decode("ascii", "replace"))
+    # The field name is looked for in a lower-cased copy (memchr-fast), not by a case-insensitive pattern
+    # tried at every position of the header block: the poll runs this on every message it fetches.
+    lowered = head.lower()
+    position = lowered.find(b"message-id")
+    while position >= 0:
+        if position == 0 or lowered[position - 1] == 0x0A:  # at the start of a line
+            match = _MESSAGE_ID_FIELD.match(head, position)
+            if match:
+                return normalise_message_id(match.group(1).decode("ascii", "replace"))
+        position = lowered.find(b"message-id", position + 1)
+    return None
 
 
 def normalise_message_id(value: str | None) -> str | None:
