@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +265,93 @@ def _short(exc: BaseException) -> str:
 def describe_error(exc: BaseException) -> str:
     """A one-line description of a database driver error."""
     return _short(exc)
+
+
+# --- many rows at once --------------------------------------------------------------------------------------
+
+
+def insert_many(session: Any, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT rows (dicts with the same keys) in one executemany.
+
+    On SQLite the rows go to the driver as tuples, each value through its column type's own bind processor:
+    SQLAlchemy's per-row parameter handling took longer than SQLite's own work for a batch of cards. A column
+    missing from the rows gets its scalar Python default, as SQLAlchemy gives it. Elsewhere, SQLAlchemy."""
+    if not rows:
+        return
+    connection = session.connection()
+    plan = _insert_plan(table, tuple(rows[0]), connection.dialect) if connection.dialect.name == "sqlite" else None
+    if plan is None:
+        connection.execute(table.insert(), list(rows))
+        return
+    sql, keys, processors, constants = plan
+    connection.exec_driver_sql(sql, [(*_values(row, keys, processors), *constants) for row in rows])
+
+
+def update_many_by_id(
+    session: Any, table: Any, rows: Sequence[Mapping[str, Any]], *, kept_when_none: Sequence[str] = ()
+) -> None:
+    """UPDATE rows by their `id` (dicts with the same keys, `id` among them) in one executemany; a column in
+    `kept_when_none` keeps its value where the row gives None. On SQLite straight through the driver (see
+    insert_many); elsewhere through SQLAlchemy."""
+    if not rows:
+        return
+    connection = session.connection()
+    keys = tuple(key for key in rows[0] if key != "id")
+    if connection.dialect.name != "sqlite":
+        from sqlalchemy import bindparam, func, update
+
+        values = {
+            key: func.coalesce(bindparam(f"b_{key}", type_=table.c[key].type), table.c[key])
+            if key in kept_when_none
+            else bindparam(f"b_{key}", type_=table.c[key].type)
+            for key in keys
+        }
+        statement = update(table).where(table.c.id == bindparam("b_id")).values(values)
+        connection.execute(statement, [{f"b_{key}": value for key, value in row.items()} for row in rows])
+        return
+    assignments = ", ".join(
+        f'"{key}" = coalesce(?, "{key}")' if key in kept_when_none else f'"{key}" = ?' for key in keys
+    )
+    processors = [_bind_processor(table.c[key], connection.dialect) for key in keys]
+    connection.exec_driver_sql(
+        f'UPDATE "{table.name}" SET {assignments} WHERE id = ?',
+        [(*_values(row, keys, processors), row["id"]) for row in rows],
+    )
+
+
+_INSERT_PLANS: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def _insert_plan(table: Any, keys: tuple[str, ...], dialect: Any) -> Any:
+    """(SQL, keys, their bind processors, the processed defaults of the other columns), or None when a
+    missing column's default is not a plain value (SQLAlchemy then does the insert)."""
+    cache_key = (table.name, keys)
+    if cache_key not in _INSERT_PLANS:
+        defaults: list[tuple[str, Any]] = []
+        plan: Any = None
+        for column in table.columns:
+            if column.name in keys or column.default is None:
+                continue
+            if not column.default.is_scalar:
+                break
+            defaults.append((column.name, column.default.arg))
+        else:
+            names = list(keys) + [name for name, _ in defaults]
+            columns = ", ".join(f'"{name}"' for name in names)
+            sql = f'INSERT INTO "{table.name}" ({columns}) VALUES ({", ".join("?" * len(names))})'
+            processors = [_bind_processor(table.c[key], dialect) for key in keys]
+            constants = []
+            for name, value in defaults:
+                process = _bind_processor(table.c[name], dialect)
+                constants.append(process(value) if process else value)
+            plan = (sql, keys, processors, constants)
+        _INSERT_PLANS[cache_key] = plan
+    return _INSERT_PLANS[cache_key]
+
+
+def _values(row: Mapping[str, Any], keys: Sequence[str], processors: Sequence[Any]) -> list[Any]:
+    return [process(row[key]) if process else row[key] for key, process in zip(keys, processors, strict=True)]
+
+
+def _bind_processor(column: Any, dialect: Any) -> Any:
+    return column.type.dialect_impl(dialect).bind_processor(dialect)

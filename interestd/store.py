@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, false, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import case, delete, false, func, literal, or_, select, tuple_, update
 from sqlmodel import Session
 
 from interestd.card import PARSED_FIELDS, CardData
-from interestd.db import insert_ignoring_duplicates
+from interestd.db import insert_ignoring_duplicates, insert_many, update_many_by_id
 from interestd.models import (
     AuthorOwner,
     Card,
@@ -100,8 +100,7 @@ def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None 
 
 
 def _add_bodies(session: Session, bodies: Sequence[tuple[int, bytes]]) -> None:
-    if bodies:
-        session.execute(insert(RawBody.__table__), [{"raw_message_id": i, "raw": raw} for i, raw in bodies])
+    insert_many(session, RawBody.__table__, [{"raw_message_id": i, "raw": raw} for i, raw in bodies])
 
 
 def add_quarantined_raw(
@@ -292,17 +291,7 @@ def set_raw_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> No
     Each dict has id, status, reason, processed_at, sent_at and the columns of _KEPT_WHEN_NONE, where None keeps
     the value already there (as set_raw_outcome does for what it is not given).
     """
-    if not outcomes:
-        return
-    table = RawMessage.__table__
-    values: dict[str, Any] = {}
-    for name in outcomes[0]:
-        if name == "id":
-            continue
-        value = bindparam(f"b_{name}", type_=table.c[name].type)
-        values[name] = func.coalesce(value, table.c[name]) if name in _KEPT_WHEN_NONE else value
-    statement = update(table).where(table.c.id == bindparam("b_id")).values(values)
-    session.execute(statement, [{f"b_{key}": value for key, value in item.items()} for item in outcomes])
+    update_many_by_id(session, RawMessage.__table__, outcomes, kept_when_none=_KEPT_WHEN_NONE)
 
 
 _KEPT_WHEN_NONE = ("parser", "parser_version", "subject", "sender", "sender_address", "date")
@@ -369,7 +358,7 @@ def add_cards(session: Session, cards: Sequence[NewCard], *, now: datetime) -> l
         for card in cards
     ]
     # One executemany, then the ids by message (INSERT ... RETURNING in parameter order goes row by row on SQLite).
-    session.execute(insert(table), rows)
+    insert_many(session, table, rows)
     by_raw = card_ids_for_raws(session, [card.raw_id for card in cards])
     ids = [by_raw[card.raw_id] for card in cards]
     add_events(
@@ -394,7 +383,7 @@ def add_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
         return
     columns = ("card_id", "kind", "at", "actor", "manager", "detail", "data", "rule")
     rows = [{name: event.get(name) for name in columns} for event in events]
-    session.connection().execute(insert(Event.__table__), rows)
+    insert_many(session, Event.__table__, rows)
 
 
 def add_card(
