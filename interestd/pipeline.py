@@ -93,8 +93,6 @@ class PendingProcessor:
         self._interrupted_done = False
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: deque[tuple[list[store.PendingRaw], datetime, Future[list[Outcome]]]] = deque()
-        # Bytes of messages just stored by the caller (step(just_stored=...)), so that they are not read back.
-        self._just_stored: dict[int, bytes] = {}
 
     def __enter__(self) -> PendingProcessor:
         return self
@@ -111,7 +109,6 @@ class PendingProcessor:
             self._executor.shutdown(wait=True)
             self._executor = None
         self._in_flight.clear()
-        self._just_stored.clear()
 
     def expect(self, count: int) -> None:
         """`count` more messages are about to be stored: an evaluator that starts workers on demand may start them."""
@@ -119,16 +116,10 @@ class PendingProcessor:
         if prepare is not None:
             prepare(count)
 
-    def step(self, just_stored: dict[int, bytes] | None = None) -> None:
-        """Without waiting for evaluation: hand what is stored to the evaluator, and write the batches evaluated.
-
-        `just_stored`: the ids and bytes of the messages the caller has just stored and committed; they are
-        handed over from memory (the database holds the same bytes; reading them back costs a tenth of the
-        time spent storing them)."""
+    def step(self) -> None:
+        """Without waiting for evaluation: hand what is stored to the evaluator, and write the batches evaluated."""
         if not self._parallel:
             return  # the process itself evaluates: everything is done in finish()
-        if just_stored:
-            self._just_stored.update(just_stored)
         self._process_interrupted()
         self._fill()
         while self._in_flight and self._in_flight[0][2].done():
@@ -184,9 +175,7 @@ class PendingProcessor:
             return []
         size = batch_size if self.limit is None else min(batch_size, self.limit - self._taken)
         with self.database.session(write=True) as session:
-            rows = store.pending_raw(
-                session, limit=size, retried=retried, max_bytes=self.context.batch_bytes, known=self._just_stored
-            )
+            rows = store.pending_raw(session, limit=size, retried=retried, max_bytes=self.context.batch_bytes)
             if rows:
                 store.bump_attempts(session, [row.id for row in rows])
                 session.commit()

@@ -418,7 +418,7 @@ def _poll_folder(
         if should_stop():
             return
         batch = uids[start : start + settings.batch_size]
-        new = _store_batch(
+        _store_batch(
             database,
             connection,
             settings,
@@ -430,7 +430,7 @@ def _poll_folder(
             clock=clock,
         )
         if processor is not None:
-            processor.step(just_stored=new)
+            processor.step()
 
 
 def _starting_point(connection: Any, settings: MailboxSettings, status: imap.FolderStatus) -> int:
@@ -482,9 +482,8 @@ def _store_batch(
     *,
     max_message_bytes: int,
     clock: Callable[[], datetime],
-) -> dict[int, bytes]:
-    """A batch of new UIDs: stored together with the folder's new position and the post-actions owed; returns
-    the bytes of the messages stored, by id."""
+) -> None:
+    """A batch of new UIDs: stored together with the folder's new position and the post-actions owed."""
     items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes)
     now = clock()
     with database.session(write=True) as session:
@@ -492,10 +491,9 @@ def _store_batch(
         store.save_folder_position(session, settings.name, folder, uidvalidity=uidvalidity, last_uid=max(batch))
         store.add_pending_actions(session, settings.name, folder, uidvalidity, batch, settings.post_action, now=now)
         session.commit()
-    _count(result, len(items), len(new), quarantined)
+    _count(result, len(items), new, quarantined)
     if settings.post_action != "none":
         result.actions += _act(database, connection, settings, folder, uidvalidity, list(batch), settings.post_action)
-    return new
 
 
 def _do_owed_actions(
@@ -582,7 +580,7 @@ def _store_history(
     with database.session(write=True) as session:
         new, quarantined = _add_items(session, items, max_message_bytes=max_message_bytes, now=None)
         session.commit()
-    _count(result, len(items), len(new), quarantined)
+    _count(result, len(items), new, quarantined)
 
 
 def _fetch_items(
@@ -610,10 +608,9 @@ def _fetch_items(
 
 def _add_items(
     session: Any, items: Sequence[tuple[store.RawItem, bool]], *, max_message_bytes: int, now: datetime | None
-) -> tuple[dict[int, bytes], int]:
-    """Store fetched items, a message over the size limit quarantined with its head: (the new messages' bytes
-    by id, how many were quarantined)."""
-    new = store.add_raw(session, [item for item, truncated in items if not truncated], now=now)
+) -> tuple[int, int]:
+    """Store fetched items, a message over the size limit quarantined with its head: (new, quarantined)."""
+    new_ids = store.add_raw(session, [item for item, truncated in items if not truncated], now=now)
     quarantined = 0
     for item in (item for item, truncated in items if truncated):
         reason = (
@@ -622,7 +619,7 @@ def _add_items(
         )
         if store.add_quarantined_raw(session, item, reason, keep_bytes=True, now=now) is not None:
             quarantined += 1
-    return new, quarantined
+    return len(new_ids), quarantined
 
 
 def _count(result: FolderResult, fetched: int, new: int, quarantined: int) -> None:

@@ -218,8 +218,8 @@ def ingest_paths(
     def flush() -> None:
         nonlocal held
         with database.session(write=True) as session:
-            new = store.add_raw(session, batch)
-            summary.duplicates += len(batch) - len(new)
+            new_ids = store.add_raw(session, batch)
+            summary.duplicates += len(batch) - len(new_ids)
             for item, size in oversized:
                 reason = f"too large: {size} bytes (limit {max_message_bytes}); only the headers were kept"
                 if store.add_quarantined_raw(session, item, reason, keep_bytes=True) is None:
@@ -232,7 +232,7 @@ def ingest_paths(
         held = 0
         # Worker processes evaluate what is stored while the next batch is read, and cards appear as a long
         # import goes on.
-        processor.step(just_stored=new)
+        processor.step()
 
     with PendingProcessor(database, context, evaluator=evaluator or evaluate_serially) as processor:
         for message in iter_messages(path_list, max_bytes=max_message_bytes, errors=summary.errors):

@@ -65,11 +65,10 @@ class PendingRaw:
 # --- raw messages -------------------------------------------------------------------------------------------
 
 
-def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None = None) -> dict[int, bytes]:
-    """Store raw messages not seen before (by Message-ID / content); the new rows' ids (ascending), each with
-    the bytes stored."""
+def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None = None) -> list[int]:
+    """Store raw messages not seen before (by Message-ID / content); return the ids of the new rows."""
     if not items:
-        return {}
+        return []
     now = now or utcnow()
     rows: dict[str, dict[str, Any]] = {}
     data: dict[str, bytes] = {}
@@ -94,9 +93,8 @@ def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None 
     dialect = session.get_bind().dialect.name
     statement = insert_ignoring_duplicates(dialect, table).returning(table.c.id, table.c.message_id)
     stored = session.execute(statement, list(rows.values())).all()
-    new = {raw_id: data[message_id] for raw_id, message_id in sorted(stored)}
-    _add_bodies(session, list(new.items()))
-    return new
+    _add_bodies(session, [(raw_id, data[message_id]) for raw_id, message_id in stored])
+    return sorted(raw_id for raw_id, _ in stored)
 
 
 def _add_bodies(session: Session, bodies: Sequence[tuple[int, bytes]]) -> None:
@@ -164,18 +162,11 @@ def known_message_ids(session: Session, message_ids: Iterable[str]) -> set[str]:
 
 
 def pending_raw(
-    session: Session,
-    *,
-    limit: int,
-    retried: bool | None = None,
-    max_bytes: int | None = None,
-    known: dict[int, bytes] | None = None,
+    session: Session, *, limit: int, retried: bool | None = None, max_bytes: int | None = None
 ) -> list[PendingRaw]:
     """Messages waiting to be processed, oldest first; `retried` selects those a crash interrupted before.
 
-    With `max_bytes`, stops before the raw bytes held would pass it (always at least one message). Bytes found
-    in `known` (by id: the caller has just stored them) are taken from there, and removed from it, instead of
-    being read back.
+    With `max_bytes`, stops before the raw bytes held would pass it (always at least one message).
     """
     statement = select(RawMessage.id, RawMessage.size, RawMessage.attempts).where(RawMessage.status == "new")
     if retried is True:
@@ -191,10 +182,7 @@ def pending_raw(
         total += head.size
     if not chosen:
         return []
-    raws = {head.id: known.pop(head.id) for head in chosen if head.id in known} if known else {}
-    missing = [head.id for head in chosen if head.id not in raws]
-    if missing:
-        raws.update(raw_bytes_of(session, missing))
+    raws = raw_bytes_of(session, [head.id for head in chosen])
     return [PendingRaw(head.id, raws.get(head.id), head.attempts, head.size) for head in chosen]
 
 

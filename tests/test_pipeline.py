@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-import pytest
 from sqlalchemy import func, select, update
 
 from interestd import store
@@ -193,52 +192,6 @@ def test_a_message_that_keeps_killing_the_process_is_quarantined(app, tmp_path: 
         stored = store.get_raw(session, raw_id)
     assert stored is not None and stored.status == "quarantined"
     assert "did not finish 3 times" in (stored.reason or "")
-
-
-class _RecordingEvaluator:
-    """Evaluates in the process and remembers the bytes it was given, by message id."""
-
-    def __init__(self, parallel: bool) -> None:
-        self.parallel = parallel
-        self.seen: dict[int, bytes | None] = {}
-
-    def __call__(self, rows, context, now):  # type: ignore[no-untyped-def]
-        from interestd.pipeline import evaluate_serially
-
-        self.seen.update((row.id, row.raw) for row in rows)
-        return evaluate_serially(rows, context, now)
-
-
-@pytest.mark.parametrize("parallel", [True, False])
-def test_bytes_just_stored_are_handed_over_from_memory_only_beside_the_fetch(app, parallel: bool) -> None:  # type: ignore[no-untyped-def]
-    """A poll or an import hands the batch it has just stored to the processor with its bytes, which the
-    evaluator then gets without reading them back; the bytes of other waiting messages are read from the
-    database. Without workers (evaluation only at the end) nothing is held in memory meanwhile."""
-    from interestd.pipeline import PendingProcessor
-
-    items = [
-        store.RawItem(
-            origin="test",
-            data=f"From: c{n}@example.ru\r\nSubject: q{n}\r\nMessage-ID: <m{n}@x>\r\n\r\nbody {n}\r\n".encode(),
-            message_id=f"<m{n}@x>",
-            content_hash=f"{n:064d}",
-        )
-        for n in range(3)
-    ]
-    with app.session(write=True) as session:
-        stored = store.add_raw(session, items)
-        session.commit()
-    first, second, third = stored
-    assert list(stored.values()) == [item.data for item in items]
-    evaluator = _RecordingEvaluator(parallel)
-    with PendingProcessor(app.database, app.context, evaluator=evaluator) as processor:
-        # The marker stands for "from memory": the database holds the real bytes.
-        processor.step(just_stored={first: b"marker", second: stored[second]})
-        processor.finish()
-    if parallel:
-        assert evaluator.seen == {first: b"marker", second: stored[second], third: stored[third]}
-    else:
-        assert evaluator.seen == stored
 
 
 def _table(app) -> list[tuple]:  # type: ignore[no-untyped-def]
