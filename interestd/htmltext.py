@@ -162,6 +162,8 @@ _CLOSING_MARKS = {
     **{tag: _PARAGRAPH_MARK for tag in _PARAGRAPH_TAGS},
     **{tag: _CELL_MARK for tag in _CELL_TAGS},
 }
+
+
 def _hidden(element: Any) -> bool:
     """Hidden from the reader (preheaders and the like): display:none, mso-hide:all, the hidden attribute."""
     style = element.get("style")

@@ -65,35 +65,37 @@ class PendingRaw:
 # --- raw messages -------------------------------------------------------------------------------------------
 
 
+def _raw_row(item: RawItem, *, now: datetime, status: str) -> dict[str, Any]:
+    """A raw_message row for an item (its bytes go to raw_body)."""
+    return {
+        "message_id": item.message_id,
+        "content_hash": item.content_hash,
+        "origin": item.origin,
+        "mailbox": item.mailbox,
+        "folder": item.folder,
+        "uidvalidity": item.uidvalidity,
+        "uid": item.uid,
+        "size": item.real_size,
+        "stored_at": now,
+        "status": status,
+        "attempts": 0,
+    }
+
+
 def add_raw(session: Session, items: Sequence[RawItem], *, now: datetime | None = None) -> list[int]:
     """Store raw messages not seen before (by Message-ID / content); return the ids of the new rows."""
     if not items:
         return []
     now = now or utcnow()
-    rows: dict[str, dict[str, Any]] = {}
-    data: dict[str, bytes] = {}
+    unique: dict[str, RawItem] = {}
     for item in items:
-        if item.message_id in rows:
-            continue
-        data[item.message_id] = item.data
-        rows[item.message_id] = {
-            "message_id": item.message_id,
-            "content_hash": item.content_hash,
-            "origin": item.origin,
-            "mailbox": item.mailbox,
-            "folder": item.folder,
-            "uidvalidity": item.uidvalidity,
-            "uid": item.uid,
-            "size": item.real_size,
-            "stored_at": now,
-            "status": "new",
-            "attempts": 0,
-        }
+        unique.setdefault(item.message_id, item)  # the first of each Message-ID, in the order given
     table = RawMessage.__table__
     dialect = session.get_bind().dialect.name
     statement = insert_ignoring_duplicates(dialect, table).returning(table.c.id, table.c.message_id)
-    stored = session.execute(statement, list(rows.values())).all()
-    _add_bodies(session, [(raw_id, data[message_id]) for raw_id, message_id in stored])
+    rows = [_raw_row(item, now=now, status="new") for item in unique.values()]
+    stored = session.execute(statement, rows).all()
+    _add_bodies(session, [(raw_id, unique[message_id].data) for raw_id, message_id in stored])
     return sorted(raw_id for raw_id, _ in stored)
 
 
@@ -109,24 +111,7 @@ def add_quarantined_raw(
     dialect = session.get_bind().dialect.name
     statement = insert_ignoring_duplicates(dialect, RawMessage.__table__).returning(RawMessage.__table__.c.id)
     row = session.execute(
-        statement,
-        [
-            {
-                "message_id": item.message_id,
-                "content_hash": item.content_hash,
-                "origin": item.origin,
-                "mailbox": item.mailbox,
-                "folder": item.folder,
-                "uidvalidity": item.uidvalidity,
-                "uid": item.uid,
-                "size": item.real_size,
-                "stored_at": now,
-                "status": "quarantined",
-                "reason": reason,
-                "attempts": 0,
-                "processed_at": now,
-            }
-        ],
+        statement, [{**_raw_row(item, now=now, status="quarantined"), "reason": reason, "processed_at": now}]
     ).first()
     if row is None:
         return None
@@ -137,7 +122,7 @@ def add_quarantined_raw(
 
 def raw_bytes(session: Session, raw_id: int) -> bytes | None:
     """A stored message's bytes as they arrived; None when they were not kept."""
-    return session.scalar(select(RawBody.raw).where(RawBody.raw_message_id == raw_id))
+    return raw_bytes_of(session, [raw_id]).get(raw_id)
 
 
 def raw_bytes_of(session: Session, raw_ids: Sequence[int]) -> dict[int, bytes]:
