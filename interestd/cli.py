@@ -193,12 +193,18 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Store and process mail from files; prints one summary line. Ingesting the same mail twice is harmless."""
-    from interestd.services import evaluator_for, ingest_paths
+    from interestd.forking import POOL_FROM, start_workers_early
     from interestd.sources.files import check_paths, total_size
 
     state = _state(ctx)
     check_paths(paths)
     settings = state.settings()
+    # Worker processes pay off from a few dozen messages on (about 4 KB each is a fair guess); enough is known
+    # once files for a few hundred are found. Their fork server starts before the rest of the command loads.
+    expected = total_size(paths, up_to=16 * POOL_FROM * 4096) // 4096
+    start_workers_early(settings, expected)
+    from interestd.services import evaluator_for, ingest_paths
+
     database, context = state.database(), state.context()
     progress = None
     if sys.stderr.isatty() and not as_json:
@@ -219,8 +225,7 @@ def ingest(
         def progress(done: int) -> None:
             bar.update(task, completed=done)
 
-    # Worker processes pay off from a few dozen messages on (about 4 KB each is a fair guess).
-    with evaluator_for(settings, context, total_size(paths) // 4096) as evaluator:
+    with evaluator_for(settings, context, expected) as evaluator:
         summary = ingest_paths(
             database,
             context,

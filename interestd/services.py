@@ -98,9 +98,6 @@ def build_context(settings: Settings) -> PipelineContext:
     )
 
 
-POOL_FROM = 32  # below this many messages, starting worker processes costs more than it saves
-
-
 @contextlib.contextmanager
 def evaluator_for(settings: Settings, context: PipelineContext, count: int) -> Iterator[Evaluator]:
     """How to evaluate `count` messages: worker processes (all cores, time and memory limits) for many, the
@@ -155,8 +152,10 @@ class EvaluatorOnDemand:
 
 def _worker_pool(settings: Settings, context: PipelineContext, count: int) -> Any | None:
     """Worker processes for `count` messages, or None when the process itself should evaluate them."""
+    from interestd.forking import POOL_FROM, uses_workers
+
     workers = settings.limits.worker_count
-    if workers == 0 or count < POOL_FROM:
+    if not uses_workers(settings, count):
         return None
     from interestd.workers import WorkerPool
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -21,12 +20,12 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from interestd.evaluation import Outcome, PipelineContext, evaluate
+from interestd.forking import fork_context
 
 log = logging.getLogger(__name__)
 
 CHUNK_MESSAGES = 16
 CHUNK_BYTES = 4 * 1024 * 1024
-_PRELOAD = ["interestd.evaluation", "interestd.registry", "interestd.htmltext", "phonenumbers"]
 
 
 def _worker_main(connection: Connection, context: PipelineContext, memory_limit: int | None) -> None:
@@ -82,9 +81,8 @@ class WorkerPool:
         self.context = context
         self.timeout = timeout
         self.memory_limit = memory_limit
-        self._mp = multiprocessing.get_context("forkserver")
-        # The fork server is started once and forks every worker from a clean, single-threaded state.
-        self._mp.set_forkserver_preload(_PRELOAD)
+        # The fork server is started once (see interestd.forking) and forks every worker.
+        self._mp = fork_context()
         self._proven = False  # set once a worker has returned results: from then on a death is the message's
         self._workers: list[_Worker] = []
         # The daemon polls its mailboxes in threads of their own, each handing batches to this one pool.

@@ -12,7 +12,7 @@ import pytest
 from interestd import store
 from interestd.errors import UsageError
 from interestd.services import ingest_paths
-from interestd.sources.files import check_paths, iter_messages
+from interestd.sources.files import check_paths, iter_messages, total_size
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -70,6 +70,31 @@ def test_a_maildir_that_lost_its_empty_subfolders_is_still_read(tmp_path: Path) 
     (maildir / "tmp").mkdir()
     (maildir / "new" / "1700000002.M2P2.host").write_bytes(_letter(2))
     assert [m.data for m in iter_messages([maildir], max_bytes=10**6)] == [_letter(2)]
+
+
+def test_hidden_files_and_subfolders_of_a_maildir_are_not_messages_and_an_mbox_there_is_split(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "cur" / ".dovecot-uidlist").write_text("3 V1 N1\n")
+    (maildir / "cur" / "subfolder").mkdir()
+    (maildir / "cur" / "1700000001.M1P1.host:2,S").write_bytes(_letter(1))
+    (maildir / "new" / "1700000002.M2P2.host").write_bytes(
+        b"From client2@example.ru Fri Nov 20 10:02:00 2026\n"
+        + _letter(2).replace(b"\r\n", b"\n")
+        + b"\nFrom client3@example.ru Fri Nov 20 10:03:00 2026\n"
+        + _letter(3).replace(b"\r\n", b"\n")
+    )
+    messages = list(iter_messages([maildir], max_bytes=10**6))
+    assert [m.data.replace(b"\r\n", b"\n") for m in messages] == [_letter(n).replace(b"\r\n", b"\n") for n in (1, 2, 3)]
+    assert [m.origin.split(":", 1)[0] for m in messages] == ["file", "mbox", "mbox"]
+
+
+def test_total_size_counts_every_file_or_stops_at_the_bound_given(tmp_path: Path) -> None:
+    for n in range(10):
+        (tmp_path / f"{n}.eml").write_bytes(b"x" * 1000)
+    assert total_size([tmp_path]) == 10_000
+    assert total_size([tmp_path], up_to=2500) == 3000
 
 
 def test_unreadable_paths_are_a_clear_error(tmp_path: Path) -> None:

@@ -45,9 +45,17 @@ def check_paths(paths: list[Path]) -> None:
             raise UsageError(f"not a file or folder: {path}")
 
 
-def total_size(paths: list[Path]) -> int:
-    """Bytes the inputs hold (for a progress bar)."""
-    return sum(path.stat().st_size for path in _files(paths))
+def total_size(paths: list[Path], *, up_to: int | None = None) -> int:
+    """Bytes the inputs hold (for a progress bar); with `up_to`, counting stops once that many are found."""
+    total = 0
+    for path in _files(paths):
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue  # iter_messages reports it
+        if up_to is not None and total >= up_to:
+            break
+    return total
 
 
 MAIL_FILE_SUFFIXES = (".eml", ".mbox", ".mbx")  # in ordinary folders; a Maildir's files have no suffix
@@ -59,14 +67,15 @@ def iter_messages(paths: list[Path], *, max_bytes: int, errors: list[str] | None
     consumed = 0
     for file_path in _files(paths):
         try:
-            if is_mbox(file_path):
+            # One open per file: its first bytes tell an mbox from a single message.
+            with file_path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                data = handle.read(HEAD_BYTES if size > max_bytes else -1)
+            if data.startswith(b"From "):
                 for data, size, used in _mbox_messages(file_path, max_bytes):
                     yield FileMessage(f"mbox:{file_path}", data, consumed + used, size)
                 consumed += file_path.stat().st_size
             else:
-                size = file_path.stat().st_size
-                with file_path.open("rb") as handle:
-                    data = handle.read(HEAD_BYTES if size > max_bytes else -1)
                 consumed += size
                 yield FileMessage(f"file:{file_path}", data, consumed, max(size, len(data)))
         except OSError as exc:
@@ -87,7 +96,7 @@ def _folder_files(folder: Path) -> Iterator[Path]:
     if is_maildir(folder):
         for sub in ("cur", "new"):
             if (folder / sub).is_dir():
-                yield from sorted(p for p in (folder / sub).iterdir() if p.is_file() and not p.name.startswith("."))
+                yield from sorted(_plain_files(folder / sub))
         # Maildir++ subfolders (.Sent, .Archive ...) are mail folders of their own.
         for child in sorted(folder.iterdir()):
             if child.is_dir() and child.name.startswith(".") and is_maildir(child):
@@ -103,21 +112,19 @@ def _folder_files(folder: Path) -> Iterator[Path]:
             yield from _folder_files(maildir)
 
 
+def _plain_files(folder: Path) -> Iterator[Path]:
+    """The regular files of a folder, hidden ones left out (read from the listing: no stat per file)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.startswith(".") and entry.is_file():
+                yield folder / entry.name
+
+
 def is_maildir(folder: Path) -> bool:
     # Copied through git or an archive, a Maildir loses its empty subfolders: a `cur` or `new` with one more of
     # the three is enough.
     present = {sub for sub in ("cur", "new", "tmp") if (folder / sub).is_dir()}
     return len(present) >= 2 and bool(present & {"cur", "new"})
-
-
-def is_mbox(path: Path) -> bool:
-    """An mbox starts with a "From " envelope line; an .eml file starts with headers."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(5)
-    except OSError:
-        return False
-    return head == b"From "
 
 
 def _mbox_messages(path: Path, max_bytes: int) -> Iterator[tuple[bytes, int, int]]:
