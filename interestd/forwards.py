@@ -109,14 +109,15 @@ def inline_forward(message: ParsedMessage) -> ParsedMessage | None:
         reply_to=(),
         to=(),
         date=date,
-        headers=headers,
+        raw_headers=headers,
         plain=inner_text,
         html=message.html,
         attachments=message.attachments,
         defects=(),
         size=0,
         content_type="text/plain",
-        _header_index={name.lower(): [value] for name, value in headers},
+        _header_index=(index := {name.lower(): [value] for name, value in headers}),
+        _decoded=dict(index),  # already text
     )
 
 

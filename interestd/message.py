@@ -69,7 +69,7 @@ class ParsedMessage:
     reply_to: tuple[Address, ...]
     to: tuple[Address, ...]
     date: datetime | None
-    headers: tuple[tuple[str, str], ...]
+    raw_headers: tuple[tuple[str, str], ...]  # as written in the message: see `headers` for decoded values
     plain: str | None
     html: str | None
     attachments: tuple[Attachment, ...] = ()
@@ -78,7 +78,10 @@ class ParsedMessage:
     size: int = 0
     content_type: str = "text/plain"
     forward_kind: str | None = None  # "attached" | "inline" when this message forwards `forwarded`
+    # Raw values by lower-case name, and those decoded so far: most headers (Received, DKIM-Signature ...) are
+    # never read, so a value is decoded on first use.
     _header_index: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _decoded: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
     _derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, key: str, compute: Callable[[ParsedMessage], T]) -> T:
@@ -90,11 +93,37 @@ class ParsedMessage:
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive), decoded; None when absent."""
-        values = self._header_index.get(name.lower())
+        values = self._values(name.lower())
         return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        return list(self._header_index.get(name.lower(), ()))
+        """Every value of a header (case-insensitive), decoded, in order."""
+        return list(self._values(name.lower()))
+
+    def headers_starting(self, prefix: str) -> list[tuple[str, str]]:
+        """(name, decoded value) of the headers whose name starts with `prefix` (case-insensitive), in order."""
+        prefix = prefix.lower()
+        if not any(key.startswith(prefix) for key in self._header_index):
+            return []
+        return [(name, value) for name, value in self.headers if name.lower().startswith(prefix)]
+
+    @cached_property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Every header as (name, decoded value), in the message's order."""
+        taken: dict[str, int] = {}
+        decoded = []
+        for name, _ in self.raw_headers:
+            key = name.lower()
+            position = taken.get(key, 0)
+            taken[key] = position + 1
+            decoded.append((name, self._values(key)[position]))
+        return tuple(decoded)
+
+    def _values(self, key: str) -> list[str]:
+        values = self._decoded.get(key)
+        if values is None:
+            values = self._decoded[key] = [decode_header(value) for value in self._header_index.get(key, ())]
+        return values
 
     @property
     def sender_email(self) -> str | None:
@@ -184,27 +213,23 @@ def normalise_message_id(value: str | None) -> str | None:
 
 def _from_part(message: mime.Part, *, size: int, depth: int) -> ParsedMessage:
     defects: list[str] = list(message.defects)
-    headers: list[tuple[str, str]] = []
-    index: dict[str, list[str]] = {}
-    for name, value in message.headers:
-        decoded = decode_header(value)
-        headers.append((name, decoded))
-        index.setdefault(name.lower(), []).append(decoded)
+    index = message.header_index()
 
     body = _Body()
     _collect(message, body, depth=depth, defects=defects)
 
-    subject = _first(index, "subject") or ""
-    dates = message.get_all("Date")
+    subject = _first(index, "subject")
+    dates = index.get("date")
     date = _parse_date(dates[0] if dates else None, defects)
+    message_id = _first(index, "message-id")
     parsed = ParsedMessage(
-        message_id=normalise_message_id(_first(index, "message-id")),
-        subject=_single_line(subject),
-        sender=_first_address(message, "From"),
-        reply_to=_addresses(message, "Reply-To"),
-        to=_addresses(message, "To") + _addresses(message, "Cc"),
+        message_id=normalise_message_id(decode_header(message_id) if message_id else None),
+        subject=_single_line(decode_header(subject)) if subject else "",
+        sender=_first_address(index, "from"),
+        reply_to=_addresses(index, "reply-to"),
+        to=_addresses(index, "to") + _addresses(index, "cc"),
         date=date,
-        headers=tuple(headers),
+        raw_headers=tuple(message.headers),
         plain="\n\n".join(body.plain) if body.plain else None,
         html="\n".join(body.html) if body.html else None,
         attachments=tuple(body.attachments),
@@ -408,8 +433,8 @@ def _first(index: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def _addresses(message: mime.Part, name: str) -> tuple[Address, ...]:
-    raw_values = message.get_all(name)
+def _addresses(index: dict[str, list[str]], key: str) -> tuple[Address, ...]:
+    raw_values = index.get(key)
     if not raw_values:
         return ()
     pairs = _simple_addresses(raw_values)
@@ -450,8 +475,8 @@ def _simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
     return found
 
 
-def _first_address(message: mime.Part, name: str) -> Address | None:
-    found = _addresses(message, name)
+def _first_address(index: dict[str, list[str]], key: str) -> Address | None:
+    found = _addresses(index, key)
     return found[0] if found else None
 
 

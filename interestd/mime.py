@@ -36,13 +36,17 @@ class Part:
     multipart: bool = False  # a multipart/* or message/rfc822 whose children were parsed
     _index: dict[str, list[str]] | None = None  # headers by lower-case name, built on first lookup
 
-    def get_all(self, name: str) -> list[str]:
+    def header_index(self) -> dict[str, list[str]]:
+        """Raw header values by lower-case name, in order (built once; not to be changed by callers)."""
         index = self._index
         if index is None:
             index = self._index = {}
             for key, value in self.headers:
                 index.setdefault(key.lower(), []).append(value)
-        return index.get(name.lower(), [])
+        return index
+
+    def get_all(self, name: str) -> list[str]:
+        return self.header_index().get(name.lower(), [])
 
     def get(self, name: str) -> str | None:
         values = self.get_all(name)

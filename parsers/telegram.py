@@ -116,7 +116,7 @@ class TelegramParser:
 
 
 def _telegram_headers(msg: ParsedMessage) -> dict[str, str]:
-    return {name.lower(): value.strip() for name, value in msg.headers if name.lower().startswith("x-telegram-")}
+    return {name.lower(): value.strip() for name, value in msg.headers_starting("x-telegram-")}
 
 
 def _lines(msg: ParsedMessage) -> list[str]:

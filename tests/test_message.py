@@ -147,6 +147,31 @@ def test_a_reply_quoting_an_outlook_block_is_not_taken_for_a_forward() -> None:
     assert message.original is message
 
 
+def test_headers_read_decoded_in_order_with_repeats_and_by_prefix() -> None:
+    raw = (
+        b"Received: from a\r\n\tby b\r\nX-Telegram-Chat: =?utf-8?B?0KfQsNGCINC80LDQs9Cw0LfQuNC90LA=?=\r\n"
+        b"From: =?koi8-r?B?6dfBzg==?= <ivan@example.ru>\r\nX-Telegram-User: @ivan\r\n"
+        b"Received: from c\r\nSubject: =?windows-1251?B?z/Do4uXy?=\r\n\r\nbody\r\n"
+    )
+    message = parse_raw(raw)
+    assert message.headers == (
+        ("Received", "from a by b"),
+        ("X-Telegram-Chat", "Чат магазина"),
+        ("From", "Иван <ivan@example.ru>"),
+        ("X-Telegram-User", "@ivan"),
+        ("Received", "from c"),
+        ("Subject", "Привет"),
+    )
+    assert message.header_all("RECEIVED") == ["from a by b", "from c"]
+    assert message.header("subject") == message.subject == "Привет"
+    assert message.headers_starting("x-telegram-") == [
+        ("X-Telegram-Chat", "Чат магазина"),
+        ("X-Telegram-User", "@ivan"),
+    ]
+    assert message.headers_starting("X-Missing-") == []
+    assert message.raw_headers[1] == ("X-Telegram-Chat", "=?utf-8?B?0KfQsNGCINC80LDQs9Cw0LfQuNC90LA=?=")
+
+
 def test_broken_message_parses_with_what_is_there() -> None:
     raw = (FIXTURES / "mail/broken-truncated.eml").read_bytes()
     message = parse_raw(raw)
