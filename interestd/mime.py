@@ -127,15 +127,18 @@ _FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]+)[ \t]*:[ \t]*([^\n]*\n(?:[ \t][^\n]
 _FIELDS = re.compile(r"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*")
 
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
 def _split_headers(raw: bytes) -> tuple[list[tuple[str, str]], bytes, list[str]]:
     """The header fields and the body; a line that is no header ends the block early (a defect)."""
     # The common case in C: a well-formed block up to its blank line, read with one regular expression.
     if raw[:1] not in (b"\n", b"\r"):
-        lf, crlf = raw.find(b"\n\n"), raw.find(b"\n\r\n")
-        if lf >= 0 or crlf >= 0:
-            end = lf if crlf < 0 or (0 <= lf < crlf) else crlf
+        blank = _BLANK_LINE.search(raw)  # one pass, stopping at the first (not one scan per line ending)
+        if blank is not None:
+            end = blank.start()
             head = raw[: end + 1]
-            body = raw[end + (2 if end == lf else 3) :]
+            body = raw[blank.end() :]
             text = head.decode("ascii", "surrogateescape")
             if _FIELDS.fullmatch(text):  # nothing but header fields: read them all in one go
                 return [(name, value.rstrip("\r\n")) for name, value in _FIELD.findall(text)], body, []
