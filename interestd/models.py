@@ -45,6 +45,8 @@ def sqlite_timestamp(value: datetime | None) -> str | None:
     """A timezone-aware datetime as SQLite keeps UTC timestamps: 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # what the pipeline writes: its text less the "+00:00", in one step
+        return value.isoformat(" ", "microseconds")[:-6]
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

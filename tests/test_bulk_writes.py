@@ -13,6 +13,7 @@ from interestd.models import Card, Event, RawMessage, sqlite_timestamp
 
 MOMENTS = [
     datetime(2026, 11, 24, 5, 9, 11, 294189, tzinfo=UTC),
+    datetime(2026, 11, 24, 5, 0, tzinfo=UTC),  # UTC without microseconds
     datetime(2026, 11, 24, 8, 9, 11, tzinfo=timezone(timedelta(hours=3))),  # no microseconds, Moscow time
     datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=5, minutes=45))),  # across a year boundary
     datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),  # a year of three digits
