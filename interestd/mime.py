@@ -290,24 +290,20 @@ def parameters(value: str) -> tuple[str, dict[str, str]]:
     return main, params
 
 
+# A semicolon, or a quoted string (escapes inside it; one left open runs to the end) whose semicolons do not count.
+_SEMICOLON_OR_QUOTED = re.compile(r';|"(?:[^"\\]|\\[\s\S])*(?:"|\\?\Z)')
+
+
 def _split_semicolons(value: str) -> list[str]:
     """Split at semicolons outside quoted strings."""
     if '"' not in value:
         return value.split(";")
-    pieces, current, quoted, escaped = [], [], False, False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif char == "\\" and quoted:
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == ";" and not quoted:
-            pieces.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    pieces.append("".join(current))
+    pieces, start = [], 0
+    for match in _SEMICOLON_OR_QUOTED.finditer(value):
+        if match.group() == ";":
+            pieces.append(value[start : match.start()])
+            start = match.end()
+    pieces.append(value[start:])
     return pieces
 
 

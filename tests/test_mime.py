@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from interestd import mime
 from interestd.message import parse_raw
 
@@ -118,3 +121,28 @@ def test_the_fast_header_reader_agrees_with_the_line_by_line_one() -> None:
             for _ in range(rng.randint(1, 5)):
                 damaged[rng.randrange(len(damaged))] = rng.choice(b"\r\n :\t\x00aZ")
             assert mime._split_headers(bytes(damaged)) == mime._split_headers_slowly(bytes(damaged))
+
+
+def _split_semicolons_by_characters(value: str) -> list[str]:
+    """The definition: walk the characters, a quote toggles quoting, a backslash escapes inside quotes."""
+    pieces, current, quoted, escaped = [], [], False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    pieces.append("".join(current))
+    return pieces
+
+
+@given(st.text(alphabet=st.sampled_from(list('ab;"\\= \n\u00e9')), max_size=40))
+@settings(max_examples=2000, deadline=None)
+def test_parameters_split_at_semicolons_outside_quotes_as_the_character_walk_does(value: str) -> None:
+    assert mime._split_semicolons(value) == _split_semicolons_by_characters(value)
