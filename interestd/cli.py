@@ -296,10 +296,16 @@ def poll(
     ] = None,
 ) -> None:
     """Fetch new mail from the IMAP mailbox(es) once and process it: what the daemon's poll job does."""
-    from interestd.services import poll_once
+    from interestd.sources.imap import SessionsAhead
 
     state = _state(ctx)
-    results = poll_once(state.settings(), state.database(), state.context(), mailbox or [])
+    settings = state.settings()
+    # The IMAP sessions open while this command loads its database code and parsers.
+    wanted = [m for m in settings.all_mailboxes() if not mailbox or m.name in mailbox]
+    ahead = SessionsAhead([(m, settings.mailbox_password(m)) for m in wanted])
+    from interestd.services import poll_once
+
+    results = poll_once(settings, state.database(), state.context(), mailbox or [], ahead=ahead)
     failed = False
     for result in results:
         counts = result.processed.counts

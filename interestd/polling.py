@@ -153,9 +153,10 @@ class KeptConnections:
     connection is kept only after a poll without error, and one that no longer answers is replaced.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: imap.SessionsAhead | None = None) -> None:
         self._lock = threading.Lock()
         self._kept: dict[str, tuple[tuple[object, ...], Any]] = {}
+        self._ahead = ahead  # sessions being opened for the first poll (poll --once)
 
     @staticmethod
     def _identity(settings: MailboxSettings) -> tuple[object, ...]:
@@ -165,7 +166,7 @@ class KeptConnections:
         with self._lock:
             entry = self._kept.pop(settings.name, None)
         if entry is None:
-            return None
+            return self._ahead.take(settings) if self._ahead is not None else None
         identity, connection = entry
         if identity != self._identity(settings) or not imap.still_usable(connection):
             imap.close(connection)  # the mailbox was reconfigured, or the server closed it
@@ -191,6 +192,8 @@ class KeptConnections:
             self._kept.clear()
         for _, connection in entries:
             imap.close(connection)
+        if self._ahead is not None:
+            self._ahead.close_all()
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -373,13 +376,28 @@ def _poll_folder(
             and known_validity is not None
             and bool(store.pending_actions(session, settings.name, folder, known_validity))
         )
-    if known_validity is not None and not owed:
+    readonly = action == "none"
+    still_open = imap.open_folder(connection) == (folder, readonly)
+    peek = None
+    if (known_validity is not None and not owed) or still_open:
         # Most polls find nothing: STATUS says so at the same cost on a folder of any size (SELECT reads the
         # folder's index, which grows with it).
         peek = imap.folder_status(connection, folder)
-        if peek and peek.uidvalidity == known_validity and peek.uidnext is not None and peek.uidnext - 1 <= last_uid:
+        if (
+            known_validity is not None
+            and not owed
+            and peek
+            and peek.uidvalidity == known_validity
+            and peek.uidnext is not None
+            and peek.uidnext - 1 <= last_uid
+        ):
             return
-    status = imap.select(connection, folder, readonly=action == "none")
+    if still_open and peek is not None and known_validity in (None, peek.uidvalidity):
+        # The folder is still open on this connection (kept from the last poll, or opened ahead by the command):
+        # opening it again would make the server read it all over again.
+        status = peek
+    else:
+        status = imap.select(connection, folder, readonly=readonly)
 
     if action != "none":
         if action.startswith("move:"):

@@ -452,14 +452,24 @@ def configured_mailboxes(settings: Settings, names: Sequence[str] = ()) -> list[
     return mailboxes
 
 
-def poll_once(settings: Settings, database: Database, context: PipelineContext, names: Sequence[str] = ()) -> list[Any]:
-    """One poll of every folder of every mailbox, with processing: exactly what the daemon's poll job does."""
+def poll_once(
+    settings: Settings,
+    database: Database,
+    context: PipelineContext,
+    names: Sequence[str] = (),
+    *,
+    ahead: Any | None = None,
+) -> list[Any]:
+    """One poll of every folder of every mailbox, with processing: exactly what the daemon's poll job does.
+    `ahead` (imap.SessionsAhead) holds sessions opened while the command was starting."""
     from interestd.pipeline import process_pending
-    from interestd.polling import holder_name, poll_mailbox
+    from interestd.polling import KeptConnections, holder_name, poll_mailbox
     from interestd.work import assign_overdue
 
     results = []
-    with evaluator_on_demand(settings, context) as evaluator:
+    sessions = KeptConnections(ahead)
+    with contextlib.ExitStack() as cleanup, evaluator_on_demand(settings, context) as evaluator:
+        cleanup.callback(sessions.close_all)
         for mailbox in configured_mailboxes(settings, names):
             results.append(
                 poll_mailbox(
@@ -471,8 +481,10 @@ def poll_once(settings: Settings, database: Database, context: PipelineContext, 
                     holder=holder_name("cli"),
                     keep_lease=False,
                     evaluator=evaluator,
+                    kept=sessions,
                 )
             )
+        sessions.close_all()
         # What is still waiting (stored by an earlier run that did not finish, or left by a poll that another
         # host holds) is processed too, as the daemon would.
         with database.session() as session:

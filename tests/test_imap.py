@@ -161,6 +161,56 @@ def test_the_daemon_keeps_its_connection_and_still_sees_every_new_message(
     kept.close_all()
 
 
+class CountingSelects:
+    """Which folders polls opened with SELECT/EXAMINE (real commands: only the record is added)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.folders: list[str] = []
+        real = imap.select
+
+        def select(mailbox, folder, *, readonly):  # type: ignore[no-untyped-def]
+            self.folders.append(folder)
+            return real(mailbox, folder, readonly=readonly)
+
+        monkeypatch.setattr(imap, "select", select)
+
+
+def test_a_kept_connection_goes_on_with_its_open_folder_instead_of_opening_it_again(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each SELECT makes the server read the folder anew: polls that find mail on a kept connection reuse it.
+    selects = CountingSelects(monkeypatch)
+    kept = KeptConnections()
+    for n in range(1, 4):
+        setup.dovecot.append(setup.user, [letter(n)])
+        assert _kept_poll(setup, kept).new == 1
+    assert selects.folders == ["INBOX"]
+    # A poll that must open the folder another way (a post-action needs it writable) opens it again.
+    setup.configure(post_action="seen")
+    setup.dovecot.append(setup.user, [letter(4)])
+    assert _kept_poll(setup, kept).new == 1
+    assert selects.folders == ["INBOX", "INBOX"]
+    assert setup.message_ids() == [f"<letter-{n}@example.ru>" for n in range(1, 5)]
+    kept.close_all()
+
+
+def test_poll_once_uses_the_session_opened_while_the_command_started(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connects, selects = CountingConnects(monkeypatch), CountingSelects(monkeypatch)
+    setup.dovecot.append(setup.user, [letter(n) for n in range(1, 4)])
+    mailbox = setup.settings.all_mailboxes()[0]
+    ahead = imap.SessionsAhead([(mailbox, setup.settings.mailbox_password(mailbox))])
+    [result] = poll_once(setup.settings, setup.database, setup.context, ahead=ahead)
+    assert (result.error, result.new) == (None, 3)
+    assert (connects.count, selects.folders) == (1, ["INBOX"])  # one login, the folder opened once
+    assert ahead.take(mailbox) is None  # handed over, and closed with the poll
+    # A session that cannot be opened ahead changes nothing: the poll logs in itself and says what failed.
+    ahead = imap.SessionsAhead([(mailbox, "wrong password")])
+    [result] = poll_once(setup.settings, setup.database, setup.context, ahead=ahead)
+    assert result.error is None and connects.count == 3
+
+
 def test_a_kept_connection_the_server_dropped_is_replaced_without_an_error(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:

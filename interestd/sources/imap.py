@@ -12,6 +12,8 @@ import logging
 import re
 import socket
 import ssl
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 _FETCH_UID = re.compile(rb"UID (\d+)")
 _FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _HEADER_FETCH_CHUNK = 500
+
+# The folder each connection has open (SELECT or EXAMINE) and how. A poll on a connection that still has its
+# folder open goes on without opening it again: each SELECT makes the server read the folder anew at the
+# first message it opens (Dovecot here: about 0.8 s of CPU on a 10,000-message Maildir).
+_OPEN_FOLDERS: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,49 @@ def connect(settings: MailboxSettings, password: str | None) -> Any:
         _close(mailbox)
         raise MailboxError(f"{settings.name}: login to {where} failed: {describe(exc)}") from None
     return mailbox
+
+
+class SessionsAhead:
+    """IMAP sessions opened in a thread while a command is still starting: logged in, the first folder open
+    (as the poll will open it) and read ahead (see read_ahead).
+
+    A poll takes its mailbox's session with `take`, which waits for the thread if need be. A session that could
+    not be opened is no error here: the poll then connects by itself and reports what goes wrong.
+    """
+
+    def __init__(self, mailboxes: Sequence[tuple[MailboxSettings, str | None]]) -> None:
+        self._sessions: dict[str, Any] = {}
+        self._thread = threading.Thread(
+            target=self._open, args=(list(mailboxes),), name="interestd-imap-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _open(self, mailboxes: list[tuple[MailboxSettings, str | None]]) -> None:
+        for settings, password in mailboxes:
+            try:
+                mailbox = connect(settings, password)
+            except Exception:
+                continue
+            try:
+                if settings.folders:
+                    status = select(mailbox, settings.folders[0], readonly=settings.post_action == "none")
+                    read_ahead(mailbox, status)
+            except MailboxError:
+                pass  # the folder cannot be opened: the poll finds that out itself
+            except Exception:
+                close(mailbox)
+                continue
+            self._sessions[settings.name] = mailbox
+
+    def take(self, settings: MailboxSettings) -> Any | None:
+        self._thread.join()
+        return self._sessions.pop(settings.name, None)
+
+    def close_all(self) -> None:
+        self._thread.join()
+        for mailbox in self._sessions.values():
+            close(mailbox)
+        self._sessions.clear()
 
 
 def _ssl_context(settings: MailboxSettings) -> ssl.SSLContext:
@@ -150,6 +200,7 @@ def still_usable(mailbox: Any) -> bool:
 def select(mailbox: Any, folder: str, *, readonly: bool) -> FolderStatus:
     """SELECT (or EXAMINE) a folder and read its UIDVALIDITY, UIDNEXT and message count."""
     client = mailbox.client
+    _OPEN_FOLDERS.pop(mailbox, None)
     status, data = client.select(_quote(folder), readonly=readonly)
     if status != "OK":
         raise MailboxError(f"cannot open folder {folder!r}: {_decode(data)}")
@@ -157,7 +208,21 @@ def select(mailbox: Any, folder: str, *, readonly: bool) -> FolderStatus:
     if uidvalidity is None:
         raise MailboxError(f"the server gave no UIDVALIDITY for folder {folder!r}")
     exists = int(data[0]) if data and data[0] and data[0].isdigit() else 0
+    _OPEN_FOLDERS[mailbox] = (folder, readonly)
     return FolderStatus(folder, uidvalidity, _untagged_int(client, "UIDNEXT"), exists)
+
+
+def open_folder(mailbox: Any) -> tuple[str, bool] | None:
+    """(folder, read-only) that the connection has open, or None."""
+    return _OPEN_FOLDERS.get(mailbox)
+
+
+def read_ahead(mailbox: Any, status: FolderStatus) -> None:
+    """Have the server open the newest message of the folder just selected (its header only): on a large
+    Maildir, Dovecot's first message access after a SELECT is when it reads the folder, and done now it runs
+    while the command is still starting."""
+    if status.exists:
+        mailbox.client.fetch(str(status.exists), "(BODY.PEEK[HEADER])")
 
 
 _STATUS_ITEM = re.compile(rb"(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)")
