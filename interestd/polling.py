@@ -163,6 +163,8 @@ class KeptConnections:
         return (settings.host, settings.effective_port, settings.security, settings.user, settings.ca_file)
 
     def take(self, settings: MailboxSettings) -> Any | None:
+        """The mailbox's kept (or opened ahead) connection, still usable, or None; raises the MailboxError that
+        kept a session opened ahead from logging in."""
         with self._lock:
             entry = self._kept.pop(settings.name, None)
         if entry is None:
@@ -295,14 +297,14 @@ def _fetch(
     processor: PendingProcessor | None = None,
 ) -> None:
     """The IMAP part of a poll: every folder, batch by batch; errors end up in result.error as one line."""
-    connection = kept.take(settings) if kept is not None else None
-    if connection is None:
-        try:
+    try:
+        connection = kept.take(settings) if kept is not None else None
+        if connection is None:
             connection = imap.connect(settings, password)
-        except MailboxError as exc:
-            result.error = str(exc)
-            _record(database, settings, None, error=result.error, clock=clock)
-            return
+    except MailboxError as exc:
+        result.error = str(exc)
+        _record(database, settings, None, error=result.error, clock=clock)
+        return
     try:
         for folder in settings.folders:
             if should_stop():

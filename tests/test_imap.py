@@ -205,10 +205,12 @@ def test_poll_once_uses_the_session_opened_while_the_command_started(
     assert (result.error, result.new) == (None, 3)
     assert (connects.count, selects.folders) == (1, ["INBOX"])  # one login, the folder opened once
     assert ahead.take(mailbox) is None  # handed over, and closed with the poll
-    # A session that cannot be opened ahead changes nothing: the poll logs in itself and says what failed.
+    # A session that cannot log in ahead is the poll's error, and the poll does not try a second time (servers
+    # delay, then ban, after a few failed logins).
     ahead = imap.SessionsAhead([(mailbox, "wrong password")])
     [result] = poll_once(setup.settings, setup.database, setup.context, ahead=ahead)
-    assert result.error is None and connects.count == 3
+    assert result.error is not None and result.error.startswith("default: login failed for ")
+    assert connects.count == 2
 
 
 def test_a_kept_connection_the_server_dropped_is_replaced_without_an_error(

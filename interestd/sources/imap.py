@@ -88,12 +88,14 @@ class SessionsAhead:
     """IMAP sessions opened in a thread while a command is still starting: logged in, the first folder open
     (as the poll will open it) and read ahead (see read_ahead).
 
-    A poll takes its mailbox's session with `take`, which waits for the thread if need be. A session that could
-    not be opened is no error here: the poll then connects by itself and reports what goes wrong.
+    A poll takes its mailbox's session with `take`, which waits for the thread if need be and raises the
+    MailboxError that kept it from logging in: the poll reports that, and does not try a second time (with a
+    wrong password that would be two failed logins per poll, and servers delay or ban after a few).
     """
 
     def __init__(self, mailboxes: Sequence[tuple[MailboxSettings, str | None]]) -> None:
         self._sessions: dict[str, Any] = {}
+        self._failures: dict[str, MailboxError] = {}
         self._thread = threading.Thread(
             target=self._open, args=(list(mailboxes),), name="interestd-imap-ahead", daemon=True
         )
@@ -103,8 +105,11 @@ class SessionsAhead:
         for settings, password in mailboxes:
             try:
                 mailbox = connect(settings, password)
-            except Exception:
+            except MailboxError as exc:
+                self._failures[settings.name] = exc
                 continue
+            except Exception:
+                continue  # the poll connects itself and says what is wrong
             try:
                 if settings.folders:
                     status = select(mailbox, settings.folders[0], readonly=settings.post_action == "none")
@@ -117,7 +122,11 @@ class SessionsAhead:
             self._sessions[settings.name] = mailbox
 
     def take(self, settings: MailboxSettings) -> Any | None:
+        """The session opened for the mailbox (None when there is none); raises why it could not log in."""
         self._thread.join()
+        failure = self._failures.pop(settings.name, None)
+        if failure is not None:
+            raise failure
         return self._sessions.pop(settings.name, None)
 
     def close_all(self) -> None:
@@ -125,6 +134,7 @@ class SessionsAhead:
         for mailbox in self._sessions.values():
             close(mailbox)
         self._sessions.clear()
+        self._failures.clear()
 
 
 def _ssl_context(settings: MailboxSettings) -> ssl.SSLContext:
