@@ -96,41 +96,48 @@ class SessionsAhead:
     def __init__(self, mailboxes: Sequence[tuple[MailboxSettings, str | None]]) -> None:
         self._sessions: dict[str, Any] = {}
         self._failures: dict[str, MailboxError] = {}
-        self._thread = threading.Thread(
-            target=self._open, args=(list(mailboxes),), name="interestd-imap-ahead", daemon=True
-        )
-        self._thread.start()
+        # One thread per mailbox: a slow server keeps only its own mailbox's poll waiting.
+        self._threads = {
+            settings.name: threading.Thread(
+                target=self._open, args=(settings, password), name="interestd-imap-ahead", daemon=True
+            )
+            for settings, password in mailboxes
+        }
+        for thread in self._threads.values():
+            thread.start()
 
-    def _open(self, mailboxes: list[tuple[MailboxSettings, str | None]]) -> None:
-        for settings, password in mailboxes:
-            try:
-                mailbox = connect(settings, password)
-            except MailboxError as exc:
-                self._failures[settings.name] = exc
-                continue
-            except Exception:
-                continue  # the poll connects itself and says what is wrong
-            try:
-                if settings.folders:
-                    status = select(mailbox, settings.folders[0], readonly=settings.post_action == "none")
-                    read_ahead(mailbox, status)
-            except MailboxError:
-                pass  # the folder cannot be opened: the poll finds that out itself
-            except Exception:
-                close(mailbox)
-                continue
-            self._sessions[settings.name] = mailbox
+    def _open(self, settings: MailboxSettings, password: str | None) -> None:
+        try:
+            mailbox = connect(settings, password)
+        except MailboxError as exc:
+            self._failures[settings.name] = exc
+            return
+        except Exception:
+            return  # the poll connects itself and says what is wrong
+        try:
+            if settings.folders:
+                status = select(mailbox, settings.folders[0], readonly=settings.post_action == "none")
+                read_ahead(mailbox, status)
+        except MailboxError:
+            pass  # the folder cannot be opened: the poll finds that out itself
+        except Exception:
+            close(mailbox)
+            return
+        self._sessions[settings.name] = mailbox
 
     def take(self, settings: MailboxSettings) -> Any | None:
         """The session opened for the mailbox (None when there is none); raises why it could not log in."""
-        self._thread.join()
+        thread = self._threads.get(settings.name)
+        if thread is not None:
+            thread.join()
         failure = self._failures.pop(settings.name, None)
         if failure is not None:
             raise failure
         return self._sessions.pop(settings.name, None)
 
     def close_all(self) -> None:
-        self._thread.join()
+        for thread in self._threads.values():
+            thread.join()
         for mailbox in self._sessions.values():
             close(mailbox)
         self._sessions.clear()
