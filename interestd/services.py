@@ -468,23 +468,24 @@ def poll_once(
 
     results = []
     sessions = KeptConnections(ahead)
-    with contextlib.ExitStack() as cleanup, evaluator_on_demand(settings, context) as evaluator:
-        cleanup.callback(sessions.close_all)
-        for mailbox in configured_mailboxes(settings, names):
-            results.append(
-                poll_mailbox(
-                    database,
-                    context,
-                    mailbox,
-                    settings.mailbox_password(mailbox),
-                    max_message_bytes=settings.limits.max_message_bytes,
-                    holder=holder_name("cli"),
-                    keep_lease=False,
-                    evaluator=evaluator,
-                    kept=sessions,
+    with evaluator_on_demand(settings, context) as evaluator:
+        try:
+            for mailbox in configured_mailboxes(settings, names):
+                results.append(
+                    poll_mailbox(
+                        database,
+                        context,
+                        mailbox,
+                        settings.mailbox_password(mailbox),
+                        max_message_bytes=settings.limits.max_message_bytes,
+                        holder=holder_name("cli"),
+                        keep_lease=False,
+                        evaluator=evaluator,
+                        kept=sessions,
+                    )
                 )
-            )
-        sessions.close_all()
+        finally:
+            sessions.close_all()  # one poll: no session outlives it
         # What is still waiting (stored by an earlier run that did not finish, or left by a poll that another
         # host holds) is processed too, as the daemon would.
         with database.session() as session:
