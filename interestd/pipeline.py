@@ -147,9 +147,18 @@ class PendingProcessor:
                 return
             now = self.clock()
             live = [row for row in rows if row.attempts < self.context.max_attempts]
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interestd-evaluate")
-            self._in_flight.append((rows, now, self._executor.submit(self.evaluator, live, self.context, now)))
+            self._in_flight.append((rows, now, self._submit(live, now)))
+
+    def _submit(self, live: list[store.PendingRaw], now: datetime) -> Future[list[Outcome]]:
+        # A pool that takes batches as they come (WorkerPool.submit) streams them through its workers with no
+        # pause between one batch and the next; any other evaluator runs in a thread of its own.
+        submit = getattr(self.evaluator, "submit", None)
+        future = submit(live, self.context, now) if submit is not None else None
+        if future is not None:
+            return future
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interestd-evaluate")
+        return self._executor.submit(self.evaluator, live, self.context, now)
 
     def _write_oldest(self) -> None:
         """Write the oldest batch in flight (waiting for its evaluation), after handing the next one over: batches

@@ -24,6 +24,8 @@ from interestd.models import Card, Event, RawMessage, utcnow
 from interestd.safety import csv_cell
 
 if TYPE_CHECKING:  # the pipeline is imported by the commands that process mail, not by every command
+    from concurrent.futures import Future
+
     from interestd.pipeline import Evaluator, PipelineContext, ProcessSummary
 
 EXPORT_KEYS = (
@@ -143,6 +145,10 @@ class EvaluatorOnDemand:
         from interestd.pipeline import evaluate_serially
 
         return (self.pool or evaluate_serially)(rows, context, now)
+
+    def submit(self, rows: Sequence[Any], context: PipelineContext, now: datetime) -> Future[list[Any]] | None:
+        """The workers' future outcomes, or None while there are no workers (see PendingProcessor._submit)."""
+        return self.pool.submit(rows, context, now) if self.pool is not None else None
 
     def close(self) -> None:
         if self.pool is not None:

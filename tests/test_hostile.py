@@ -180,6 +180,52 @@ def test_a_hanging_greedy_or_crashing_parser_costs_only_its_message() -> None:
     assert elapsed < 60
 
 
+def test_batches_submitted_together_stream_through_the_pool_each_bad_message_costing_only_itself() -> None:
+    """A poll hands the pool batch after batch without waiting: chunks of the later ones are already with the
+    workers when a message of an earlier one hangs or crashes its worker. Every batch still gets exactly its own
+    outcomes, in order; a batch cancelled meanwhile is dropped without holding up the ones behind it."""
+    from interestd.workers import WorkerPool
+
+    context = PipelineContext(registry=build_registry([SleepingParser(), CrashingParser(), *discover()]))
+
+    def batch(*subjects: str) -> list[PendingRaw]:
+        return [PendingRaw(n, _letter(subject), 0, 100) for n, subject in enumerate(subjects)]
+
+    first = batch(*(f"ok a{n}" for n in range(40)), "crash now", *(f"ok b{n}" for n in range(40)))
+    second = batch(*(f"ok c{n}" for n in range(30)), "sleep now", *(f"ok d{n}" for n in range(30)))
+    dropped = batch(*(f"ok e{n}" for n in range(50)))
+    last = batch(*(f"ok f{n}" for n in range(20)))
+    with WorkerPool(context, processes=2, timeout=2) as pool:
+        futures = [pool.submit(rows, context, NOW) for rows in (first, second, dropped, last)]
+        assert futures[2].cancel()
+        first_out, second_out, last_out = (futures[n].result(60) for n in (0, 1, 3))
+        assert not pool.submit([], context, NOW).result(1)
+    assert [o.status for o in first_out] == ["card"] * 40 + ["quarantined"] + ["card"] * 40
+    assert first_out[40].reason == "the worker processing it died (SIGSEGV)"
+    assert [o.status for o in second_out] == ["card"] * 30 + ["quarantined"] + ["card"] * 30
+    assert second_out[30].reason == "processing took longer than 2s (message_timeout)"
+    assert [o.status for o in last_out] == ["card"] * 20
+    for rows, outcomes in ((first, first_out), (second, second_out), (last, last_out)):
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if outcome.status == "card":
+                assert outcome == evaluate(row.raw, context, now=NOW)
+
+
+def test_workers_that_cannot_start_fail_the_batch_instead_of_hanging_it() -> None:
+    from interestd.workers import WorkerPool
+
+    class Unpicklable(SleepingParser):  # a class defined in a function cannot be sent to a worker
+        name: ClassVar[str] = "unpicklable"
+
+    context = PipelineContext(registry=build_registry([Unpicklable(), *discover()]))
+    rows = [PendingRaw(0, _letter("ok"), 0, 100)]
+    with WorkerPool(context, processes=1, timeout=2) as pool:
+        with pytest.raises(Exception, match=r"(?i)pickle"):
+            pool(rows, context, NOW)
+        with pytest.raises(Exception, match=r"(?i)pickle"):  # and the next one too, at once
+            pool.submit(rows, context, NOW).result(5)
+
+
 def test_the_daemon_survives_the_corpus_from_the_mailbox(tmp_path: Path, dovecot, imap_user) -> None:  # type: ignore[no-untyped-def]
     messages = [make() for make in CORPUS.values()]
     dovecot.append(imap_user, messages)
