@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -281,10 +282,16 @@ def insert_many(session: Any, table: Any, rows: Sequence[Mapping[str, Any]]) -> 
     connection = session.connection()
     plan = _insert_plan(table, tuple(rows[0]), connection.dialect) if connection.dialect.name == "sqlite" else None
     if plan is None:
-        connection.execute(table.insert(), list(rows))
+        connection.execute(_insert(table), list(rows))
         return
     sql, keys, processors, constants = plan
     connection.exec_driver_sql(sql, [(*_values(row, keys, processors), *constants) for row in rows])
+
+
+@cache
+def _insert(table: Any) -> Any:
+    """A table's INSERT, built once: building it and its cache key anew is a good part of a one-row insert."""
+    return table.insert()
 
 
 def update_many_by_id(

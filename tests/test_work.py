@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from interestd import store, work
 from interestd.errors import ConflictError, NotFoundError, UsageError
@@ -248,19 +248,28 @@ def test_claim_next_reads_the_unclaimed_queue_off_its_own_index(team) -> None:  
     before (claims slow down as the queue is worked). PostgreSQL's planner took that index until
     ix_card_unclaimed, which holds only what is left, was there; SQLite finds the unclaimed cards as a prefix
     of ix_card_responsible_feed."""
-    statement = store.claim_next_statement("anna", now=datetime.now(UTC), skip=[1, 2])
+    sent: list[tuple[str, object]] = []
+
+    def keep(connection, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        sent.append((statement, parameters))
+
+    # The plan of exactly what the claim sends to the driver (cached statement, its bound values, passed cards).
+    event.listen(team.database.engine, "before_cursor_execute", keep)
+    try:
+        with team.database.session(write=True) as session:
+            store.claim_next_open_card(session, "anna", now=datetime.now(UTC), skip=[1, 2])
+            session.rollback()
+    finally:
+        event.remove(team.database.engine, "before_cursor_execute", keep)
+    [(sql, params)] = [(sql, params) for sql, params in sent if sql.startswith("UPDATE card")]
+    assert "NOT IN" in sql, sql
     with team.database.engine.connect() as connection:
-        compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
-        if compiled.positional:
-            params: object = tuple(compiled.params[name] for name in compiled.positiontup or ())
-        else:
-            params = compiled.params
         if connection.dialect.name == "sqlite":
-            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)  # type: ignore[arg-type]
             plan = " ".join(str(row[-1]) for row in rows)
         else:
             connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # an empty table would not use any index
-            plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}", params))
+            plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {sql}", params))  # type: ignore[arg-type]
     assert "ix_card_feed " not in plan, plan
     assert "ix_card_unclaimed" in plan or "ix_card_responsible_feed (responsible=? AND processed=?)" in plan, plan
     team.database.dispose()
