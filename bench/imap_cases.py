@@ -6,10 +6,12 @@ message would make loading the 100,000-message folder the slowest part of the ru
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,10 +142,10 @@ def poll_once(
 # --- 5. idle polls ------------------------------------------------------------------------------------------
 
 
-def idle_polls(server: MailServer, folder: Folder, work: Path, *, polls: int) -> list[float]:
-    """Seconds of each of `polls` polls that find nothing new, as the daemon's poll job runs them (its IMAP
-    connection kept from the poll before: NOOP, STATUS, record the poll), after a first poll that starts at
-    the folder's end."""
+def idle_polls(server: MailServer, folder: Folder, work: Path) -> Iterator[float]:
+    """Seconds of each poll that finds nothing new, one per `next()`, as the daemon's poll job runs them (its
+    IMAP connection kept from the poll before: NOOP, STATUS, record the poll), after a first poll that starts at
+    the folder's end. `close()` logs out."""
     from interestd.config import load_settings
     from interestd.pipeline import evaluate_serially
     from interestd.polling import KeptConnections, holder_name, poll_mailbox
@@ -162,9 +164,8 @@ def idle_polls(server: MailServer, folder: Folder, work: Path, *, polls: int) ->
     mailbox = settings.all_mailboxes()[0]
     holder = holder_name("bench")
     kept = KeptConnections()
-    times = []
     try:
-        for number in range(polls + 1):
+        for number in itertools.count():
             started = time.perf_counter()
             result = poll_mailbox(
                 database,
@@ -180,11 +181,10 @@ def idle_polls(server: MailServer, folder: Folder, work: Path, *, polls: int) ->
             if result.error or result.new:
                 raise RuntimeError(f"idle poll was not idle: {result.line()}")
             if number:  # the first poll records the starting point
-                times.append(elapsed)
+                yield elapsed
     finally:
         kept.close_all()
         database.dispose()
-    return times
 
 
 def summary_of(times: list[float]) -> float:
