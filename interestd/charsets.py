@@ -119,16 +119,23 @@ _LOWER_THEN_UPPER = re.compile("[\u0430-\u045f][\u0400-\u042f]")  # "пРХБЕ�
 _MIXED_SCRIPTS = re.compile("[A-Za-z][\u0400-\u04ff]|[\u0400-\u04ff][A-Za-z]")
 _ACCENTED_RUN = re.compile("[\u00c0-\u00ff]{3,}")  # "Ïðèâåò": Cyrillic read as latin-1
 _ODD_SYMBOLS = re.compile("[\u0080-\u00bf\u2500-\u259f\u2320-\u2321\u00d7\u00f7\ufffd]")
+# The same less the signs Russian text itself is full of: no-break space, « », °, ©, ®, §, ·, ±. A declared
+# reading that has them and nothing else odd is taken as it stands; one that has any other odd sign is scored.
+_ODD_SYMBOLS_BESIDE_TYPOGRAPHY = re.compile(
+    "[\u0080-\u009f\u00a1-\u00a6\u00a8\u00aa\u00ac\u00ad\u00af\u00b2-\u00b6\u00b8-\u00ba\u00bc-\u00bf"
+    "\u2500-\u259f\u2320-\u2321\u00d7\u00f7\ufffd]"
+)
 
 
 def _clean_cyrillic(text: str) -> bool:
-    """Cyrillic text with none of the marks of a wrong reading (plausibility without a penalty)."""
+    """Cyrillic text with none of the marks of a wrong reading: plausibility's penalties, less those for
+    Russian typography (which a wrong reading of the same bytes pays as well)."""
     return (
         _CYRILLIC_LETTER.search(text) is not None
         and _LOWER_THEN_UPPER.search(text) is None
         and _MIXED_SCRIPTS.search(text) is None
         and _ACCENTED_RUN.search(text) is None
-        and _ODD_SYMBOLS.search(text) is None
+        and _ODD_SYMBOLS_BESIDE_TYPOGRAPHY.search(text) is None
     )
 
 

@@ -94,6 +94,28 @@ def test_decode_bytes_prefers_valid_utf8_over_a_wrong_declaration() -> None:
     assert decode_bytes("café crème".encode("latin-1"), "iso-8859-1") == "café crème"
 
 
+def test_a_declared_reading_with_russian_typography_is_taken_unscored(monkeypatch: pytest.MonkeyPatch) -> None:
+    import interestd.charsets as charsets
+
+    def no_scoring(text: str) -> float:
+        raise AssertionError(f"scored: {text[:40]!r}")
+
+    monkeypatch.setattr(charsets, "plausibility", no_scoring)
+    # Guillemets, no-break spaces, degrees, ©, №: the marks of ordinary Russian text, not of a wrong reading.
+    text = "В сообществе «Уютный дом»\u00a0новый отзыв: «Плед 150x200, стирка 40\u00b0» © 2026, № 5"
+    assert decode_bytes(text.encode("cp1251"), "windows-1251") == text
+    koi8 = "Ответ в\u00a0группе: стирка при 40\u00b0"
+    assert decode_bytes(koi8.encode("koi8_r"), "koi8-r") == koi8
+
+
+def test_a_declared_reading_with_other_odd_signs_is_still_scored_against_the_guesses() -> None:
+    # KOI8-R bytes declared as windows-1251 read as wrongly-cased letters; latin-1 as accented runs: both lose.
+    text = "Новое сообщение в\u00a0группе"
+    assert decode_bytes(text.encode("koi8_r"), "windows-1251") == text
+    quoted = "Новое сообщение «Доставка» в группе"
+    assert decode_bytes(quoted.encode("cp1251"), "iso-8859-1") == quoted
+
+
 def test_html_only_body_gives_clean_text() -> None:
     html = (
         "<html><head><style>p{color:red}</style><title>Заявка</title><script>alert(1)</script></head>"
