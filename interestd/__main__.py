@@ -1,6 +1,6 @@
 """Entry point for `python -m interestd`."""
 
-from interestd.cli import main
+from interestd.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -5,6 +5,8 @@ Heavy modules (SQLAlchemy, the pipeline) are imported inside the commands, so `i
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
@@ -91,6 +93,12 @@ class State:
             self._context = build_context(self.settings())
         return self._context
 
+    def close(self) -> None:
+        """Close the database when the command ends (SQLite folds its write-ahead log into the file)."""
+        if self._database is not None:
+            self._database.dispose()
+            self._database = None
+
 
 def _state(ctx: typer.Context) -> State:
     state = ctx.find_root().obj
@@ -150,7 +158,8 @@ def _main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    ctx.obj = State(config_path=config, debug=debug, as_login=as_login)
+    ctx.obj = state = State(config_path=config, debug=debug, as_login=as_login)
+    ctx.call_on_close(state.close)
 
 
 # --- output helpers -----------------------------------------------------------------------------------------
@@ -1075,3 +1084,27 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"interestd: internal error: {type(exc).__name__}: {first} (run with --debug for details)", err=True)
         sys.exit(INTERNAL_ERROR_EXIT)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def entry() -> None:
+    """The `interestd` command and `python -m interestd`: main(), then the process ends at once.
+
+    By then the command has closed its database, and the exit handlers are run here (log handlers, worker
+    processes, temporary files); what is skipped is the interpreter freeing every module and object one by
+    one, about 0.1 s after a 10,000-message poll, and a good part of a short command's time."""
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # A reader that went away (`| head`), or a stream already closed, is not an error of the command's.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

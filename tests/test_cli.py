@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -134,3 +135,37 @@ def test_help_and_python_dash_m(tmp_path: Path) -> None:
     assert result.returncode == 0
     for command in ("ingest", "feed", "show", "export", "reparse", "mail", "check-config", "db"):
         assert command in result.stdout
+
+
+def _command(tmp_path: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "config.toml"
+    if not config.exists():
+        config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "cards.db"}"\n')
+        config.chmod(0o600)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("INTERESTD_")}
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "interestd", "--config", str(config), *args], text=True, env=env, **kwargs
+    )
+
+
+def test_the_command_closes_its_database_and_keeps_its_exit_code(tmp_path: Path) -> None:
+    # The process ends without the interpreter's teardown: the database must be closed by then (SQLite then
+    # folds its write-ahead log into the file and removes it), the output flushed, the exit code kept.
+    ingest = _command(tmp_path, "ingest", str(FIXTURES / "parsers" / "email"), capture_output=True)
+    assert ingest.returncode == 0, ingest.stderr
+    assert ingest.stdout.strip().endswith("0 quarantined")
+    feed = _command(tmp_path, "feed", "--json", capture_output=True)
+    assert feed.returncode == 0 and len(json.loads(feed.stdout)) >= 1
+    assert sorted(path.name for path in tmp_path.glob("cards.db*")) == ["cards.db"]
+    missing = _command(tmp_path, "show", "INT-999999", capture_output=True)
+    assert (missing.returncode, missing.stdout, missing.stderr) == (6, "", "interestd: error: no card INT-999999\n")
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
+    assert _command(tmp_path, "ingest", str(FIXTURES / "parsers" / "email"), capture_output=True).returncode == 0
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    feed = _command(tmp_path, "feed", stdout=reader.stdin, stderr=subprocess.PIPE)
+    assert reader.stdin is not None
+    reader.stdin.close()
+    reader.wait()
+    assert feed.returncode == 0 and "Traceback" not in feed.stderr
