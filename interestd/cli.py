@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -1089,9 +1090,10 @@ def main(argv: list[str] | None = None) -> None:
 def entry() -> None:
     """The `interestd` command and `python -m interestd`: main(), then the process ends at once.
 
-    By then the command has closed its database, and the exit handlers are run here (log handlers, worker
-    processes, temporary files); what is skipped is the interpreter freeing every module and object one by
-    one, about 0.1 s after a 10,000-message poll, and a good part of a short command's time."""
+    By then the command has closed its database. What the interpreter's own exit does first is done here too:
+    wait for the threads still running, then run the exit handlers (log handlers, worker processes, temporary
+    files). What is skipped is the interpreter freeing every module and object one by one: about 0.1 s after
+    a 10,000-message poll, and a good part of a short command's time."""
     try:
         main()
         code: object = 0
@@ -1102,6 +1104,7 @@ def entry() -> None:
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         # A reader that went away (`| head`), or a stream already closed, is not an error of the command's.

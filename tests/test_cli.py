@@ -169,3 +169,23 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
     reader.stdin.close()
     reader.wait()
     assert feed.returncode == 0 and "Traceback" not in feed.stderr
+
+
+def test_the_process_ends_only_after_its_threads_and_exit_handlers(tmp_path: Path) -> None:
+    # entry() skips the interpreter's teardown, not what comes before it: threads still running are waited
+    # for and exit handlers run, as at any interpreter exit; the exit code is kept.
+    script = (
+        "import atexit, sys, threading, time\n"
+        "import interestd.cli as cli\n"
+        "def late(): time.sleep(0.3); open(sys.argv[1], 'a').write('thread ')\n"
+        "def fake_main():\n"
+        "    threading.Thread(target=late).start()\n"
+        "    atexit.register(lambda: open(sys.argv[1], 'a').write('handler'))\n"
+        "    sys.exit(3)\n"
+        "cli.main = fake_main\n"
+        "cli.entry()\n"
+    )
+    written = tmp_path / "written"
+    result = subprocess.run([sys.executable, "-c", script, str(written)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (3, "")
+    assert written.read_text() == "thread handler"
