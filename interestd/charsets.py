@@ -118,12 +118,13 @@ _CYRILLIC_RUN = re.compile("[\u0400-\u04ff]+")  # counted by runs: a word is one
 _LOWER_THEN_UPPER = re.compile("[\u0430-\u045f][\u0400-\u042f]")  # "пРХБЕР": koi8/cp1251 read the wrong way
 _MIXED_SCRIPTS = re.compile("[A-Za-z][\u0400-\u04ff]|[\u0400-\u04ff][A-Za-z]")
 _ACCENTED_RUN = re.compile("[\u00c0-\u00ff]{3,}")  # "Ïðèâåò": Cyrillic read as latin-1
-_ODD_SYMBOLS = re.compile("[\u0080-\u00bf\u2500-\u259f\u2320-\u2321\u00d7\u00f7\ufffd]")
-# The same less the signs Russian text itself is full of: no-break space, « », °, ©, ®, §, ·, ±. A declared
-# reading that has them and nothing else odd is taken as it stands; one that has any other odd sign is scored.
+_ODD_SIGNS = "".join(map(chr, (*range(0x80, 0xC0), *range(0x2500, 0x25A0), 0x2320, 0x2321, 0xD7, 0xF7, 0xFFFD)))
+# Signs Russian text itself is full of: no-break space, « », °, ©, ®, §, ·, ±. A declared reading that has them
+# and nothing else odd is taken as it stands; one that has any other odd sign is scored.
+_RUSSIAN_TYPOGRAPHY = frozenset("\u00a0\u00a7\u00a9\u00ab\u00ae\u00b0\u00b1\u00b7\u00bb")
+_ODD_SYMBOLS = re.compile(f"[{re.escape(_ODD_SIGNS)}]")
 _ODD_SYMBOLS_BESIDE_TYPOGRAPHY = re.compile(
-    "[\u0080-\u009f\u00a1-\u00a6\u00a8\u00aa\u00ac\u00ad\u00af\u00b2-\u00b6\u00b8-\u00ba\u00bc-\u00bf"
-    "\u2500-\u259f\u2320-\u2321\u00d7\u00f7\ufffd]"
+    f"[{re.escape(''.join(sign for sign in _ODD_SIGNS if sign not in _RUSSIAN_TYPOGRAPHY))}]"
 )
 
 
