@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 from interestd.cli import main
 from interestd.db import SCHEMA_REVISION
+from tests.conftest import write_config
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -138,13 +138,12 @@ def test_help_and_python_dash_m(tmp_path: Path) -> None:
 
 
 def _command(tmp_path: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    # The environment is already clean of INTERESTD_* variables (conftest's isolated_environment).
     config = tmp_path / "config.toml"
     if not config.exists():
-        config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "cards.db"}"\n')
-        config.chmod(0o600)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("INTERESTD_")}
+        write_config(config, f'[database]\nurl = "sqlite:///{tmp_path / "cards.db"}"\n')
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "interestd", "--config", str(config), *args], text=True, env=env, **kwargs
+        [sys.executable, "-m", "interestd", "--config", str(config), *args], text=True, **kwargs
     )
 
 
