@@ -24,6 +24,7 @@ ADMIN_ACTION = re.compile(
     r"|spam|editcomment)&(?:amp;)?c=(?P<id>\d+)[^\s<>\"]*)",
     re.IGNORECASE,
 )
+_ADMIN_ACTION_PATH = re.compile(r"/wp-admin/comment\.php\?action=", re.IGNORECASE)  # in every ADMIN_ACTION
 COMMENTS_ANCHOR = re.compile(r"^[ \t]*(?P<post>https?://[^\s<>\"]+?)#comments[ \t]*$", re.MULTILINE)
 PERMALINK = re.compile(r"(?P<url>https?://[^\s<>\"]+?#comment-(?P<id>\d+))(?![\w-])")
 PRODUCT_REVIEW_LINK = re.compile(
@@ -108,6 +109,10 @@ def is_comment_notification(msg: ParsedMessage) -> bool:
 
 def _is_comment_notification(msg: ParsedMessage) -> bool:
     body = body_of(msg)
+    # Most mail that gets this far is no WordPress mail at all: one look for what either kind of link must
+    # contain spares the full patterns, each tried at every position of the text.
+    if "#comment" not in body and not _ADMIN_ACTION_PATH.search(body):
+        return False
     moderation = any(m.group("action").lower() != "editcomment" for m in ADMIN_ACTION.finditer(body))
     public = COMMENTS_ANCHOR.search(body) is not None and PERMALINK.search(body) is not None
     if not (moderation or public):

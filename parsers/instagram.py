@@ -71,11 +71,11 @@ class InstagramParser:
     version: ClassVar[str] = "1"
 
     def match(self, msg: ParsedMessage) -> bool:
-        kind = notify_type(msg)
         domain = sender_domain(msg)
-        from_instagram = domain_in(domain, INSTAGRAM_DOMAINS) or (
-            domain_in(domain, ("facebookmail.com",)) and kind is not None and kind.startswith("ig_")
-        )
+        if not domain_in(domain, (*INSTAGRAM_DOMAINS, "facebookmail.com")):
+            return False  # the headers are read only for mail from Meta's senders
+        kind = notify_type(msg)
+        from_instagram = domain_in(domain, INSTAGRAM_DOMAINS) or (kind is not None and kind.startswith("ig_"))
         if not from_instagram:
             return False
         if kind is not None:

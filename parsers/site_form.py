@@ -152,6 +152,11 @@ class SiteFormParser:
 
 def detect(msg: ParsedMessage) -> str | None:
     """Which form sender wrote `msg` (cf7, wpforms, elementor, tilda, bitrix, yandex_forms, generic), or None."""
+    # Asked by match() and again by parse(): worked out once per message.
+    return msg.derived("site_form.detect", _detect)
+
+
+def _detect(msg: ParsedMessage) -> str | None:
     sender = msg.sender_email or ""
     domain = sender.rpartition("@")[2]
     if msg.header("X-Form-ID") is not None or re.search(r"(?:^|\.)forms\.yandex\.(?:ru|com)$", domain):
