@@ -143,6 +143,18 @@ def test_html_to_text_survives_nul_bytes_declarations_and_empty_documents() -> N
     assert html_to_text("<!-- only a comment -->") == ""
 
 
+def test_html_text_is_the_same_whether_or_not_the_document_needed_cleaning() -> None:
+    # Clean documents go to lxml as UTF-8 bytes, the others as cleaned text: the reading must not depend on it.
+    # A <meta charset> must not make lxml decode the already decoded text a second time.
+    clean = '<html><head><meta charset="windows-1251"></head><body><p>Заявка: Ёлка</p><p>Цена — 5 €</p></body></html>'
+    expected = "Заявка: Ёлка\n\nЦена — 5 €"
+    assert html_to_text(clean) == expected
+    assert html_to_text(clean.replace("Ёлка", "Ёл\x07ка")) == expected  # a control character taken out
+    assert html_to_text(clean.replace("Ёлка", "Ёл\ud800ка")) == expected  # a lone surrogate taken out
+    assert html_to_text('<?xml version="1.0"?>' + clean) == expected
+    assert html_to_text(clean.replace("windows-1251", "koi8-r")) == expected
+
+
 def test_inline_forward_gives_the_inner_author() -> None:
     message = parse_raw((FIXTURES / "parsers/email/gmail-inline-forward.eml").read_bytes())
     assert message.forward_kind == "inline"
