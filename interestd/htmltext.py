@@ -49,9 +49,6 @@ _BR_BEFORE_BLOCK = re.compile("\x1d(?= *[\x1e\x1c])")
 # A run of block marks and spaces is one line break; a blank line when a paragraph mark is in it.
 _PARAGRAPH_RUN = re.compile("[\x1e ]*\x1c[\x1e\x1c ]*")
 _BLOCK_RUN = re.compile(" *\x1e[\x1e ]*")
-# Spaces at the ends of a line, and a cell mark with the spaces around it (str.isspace() spaces, as strip()).
-_LINE_EDGES = re.compile(r"^[^\S\n]+|[^\S\n]+$", re.MULTILINE)
-_CELL_RUN = re.compile("[^\\S\n]*\x1f[^\\S\n]*")
 _ANY_MARK = re.compile("[\x1c-\x1f]")
 
 
@@ -218,11 +215,17 @@ def normalise_text(text: str) -> str:
         text = _BLOCK_RUN.sub("\n", text)
         text = text.replace(_BR_MARK, "\n")
     text = _SPACES.sub(" ", text)
-    # Each line's cells (between cell marks) trimmed, the empty ones dropped, the rest joined by a tab.
-    text = _LINE_EDGES.sub("", text)
+    # Each line trimmed, and its cells (between cell marks) trimmed, the empty ones dropped, the rest joined by
+    # a tab. Line by line with str.strip() (the same spaces as [^\S\n] within a line), not by patterns that
+    # would be tried at every character.
+    lines = [line.strip() for line in text.split("\n")]
     if _CELL_MARK in text:
-        text = _CELL_RUN.sub(CELL_SEPARATOR, text)
-    return _BLANK_LINES.sub("\n\n", text).strip()
+        lines = [_cells(line) if _CELL_MARK in line else line for line in lines]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _cells(line: str) -> str:
+    return CELL_SEPARATOR.join(cell for cell in (piece.strip() for piece in line.split(_CELL_MARK)) if cell)
 
 
 def links_of(root: Any | None) -> tuple[Link, ...]:
