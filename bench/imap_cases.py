@@ -30,29 +30,41 @@ class Folder:
 
 
 class MailServer:
-    """A private Dovecot under `root` (tmpfs) with benchmark mailboxes."""
+    """A private Dovecot under `root` (tmpfs; the system's temporary directory when None) with benchmark
+    mailboxes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         self.dovecot = Dovecot(root)
         self.dovecot.start()
 
-    def fill(self, count: int, *, seed: int = 7, leave_out: frozenset[int] = frozenset()) -> Folder:
-        """A new user whose INBOX holds `count` benchmark messages (without the template kinds in `leave_out`)."""
+    def fill(
+        self,
+        count: int,
+        *,
+        seed: int = 7,
+        leave_out: frozenset[int] = frozenset(),
+        skip: frozenset[int] = frozenset(),
+    ) -> Folder:
+        """A new user whose INBOX holds `count` benchmark messages without the template kinds in `leave_out`;
+        then without those numbered in `skip` (the number in their Message-ID), which leaves the others exactly
+        as they are in the folder that `count` and `leave_out` alone give."""
         user = self.dovecot.add_user()
         folder = self.dovecot.maildir(user)
         for sub in ("cur", "new", "tmp"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         kinds = len(templates())
         wanted = count if not leave_out else count * kinds // max(kinds - len(leave_out), 1) + kinds
-        total = written = 0
+        total = taken = written = 0
         for number, raw in enumerate(generate(wanted, seed=seed)):
             if number % kinds in leave_out:
                 continue
-            # Seen, as a shared mailbox already read by people is; interestd never looks at flags anyway.
-            (folder / "cur" / f"{1700000000 + number}.M{number}P1.bench:2,S").write_bytes(raw)
-            total += len(raw)
-            written += 1
-            if written == count:
+            taken += 1
+            if number not in skip:
+                # Seen, as a shared mailbox already read by people is; interestd never looks at flags anyway.
+                (folder / "cur" / f"{1700000000 + number}.M{number}P1.bench:2,S").write_bytes(raw)
+                total += len(raw)
+                written += 1
+            if taken == count:
                 break
         self.dovecot.own_mail(user)
         self.open(user)  # Dovecot indexes the folder on the first SELECT: not part of any measurement

@@ -95,9 +95,39 @@ def test_the_benchmark_harness_runs_every_measurement_in_quick_mode(tmp_path: Pa
     }
     assert sorted(rows) == [str(n) for n in range(1, 10)], result.stdout
     assert "msg/s" in rows["2"] and "x the floor" in rows["2"]
-    assert "x faster" in rows["3"]
+    assert "x faster" in rows["3"] and "in one run" in rows["3"]
     assert "0 double assignments" in rows["8"]
     written = target.read_text()
     assert "Hand-written analysis stays." in written
     assert written.count("| 9 |") == 1 and "Command: `bench/run.py --quick" in written
     assert "ncalls" in written  # the profile of the ingest path
+
+
+def test_a_folder_filled_with_skips_is_the_same_folder_without_them() -> None:
+    """The peer's timed copy leaves out exactly the messages that stopped it in the untimed one, no others."""
+    from bench.imap_cases import MailServer
+    from bench.run import message_number
+    from tests.conftest import require_server
+    from tests.dovecot import available
+
+    require_server(available(), "Dovecot (Debian package dovecot-imapd)")
+    server = MailServer()
+    try:
+
+        def numbers(user: str) -> set[int]:
+            cur = server.dovecot.maildir(user) / "cur"
+            found = set()
+            for path in cur.iterdir():
+                head = path.read_bytes().split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+                message_id = next(line for line in head.splitlines() if line.lower().startswith("message-id:"))
+                found.add(message_number(message_id))
+            return found
+
+        whole = server.fill(80, leave_out=frozenset({8}))
+        skipped = server.fill(80, leave_out=frozenset({8}), skip=frozenset({3, 70, 81}))
+        # 70 is of the kind left out (70 % 62 == 8): skipping it changes nothing
+        assert whole.count == 80 and skipped.count == 78
+        assert numbers(skipped.user) == numbers(whole.user) - {3, 70, 81}
+        assert not any(number % 62 == 8 for number in numbers(whole.user))
+    finally:
+        server.stop()
