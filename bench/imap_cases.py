@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.mailbox import generate, templates
+from bench.mailbox import generate, maildir_name, templates
 from bench.measure import Run, median, run_command
 from tests.dovecot import PASSWORD, Dovecot
 
@@ -61,7 +61,7 @@ class MailServer:
             taken += 1
             if number not in skip:
                 # Seen, as a shared mailbox already read by people is; interestd never looks at flags anyway.
-                (folder / "cur" / f"{1700000000 + number}.M{number}P1.bench:2,S").write_bytes(raw)
+                (folder / "cur" / maildir_name(number, raw)).write_bytes(raw)
                 total += len(raw)
                 written += 1
             if taken == count:

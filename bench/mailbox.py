@@ -100,12 +100,21 @@ def _with_date(raw: bytes, date: bytes) -> bytes:
     return head + separator + body
 
 
+def maildir_name(number: int, raw: bytes) -> str:
+    """The file name Dovecot's own delivery gives a message (time, uniqueness, host, then its size and its size
+    with CRLF line ends), flagged seen. The sizes matter beyond the server not having to stat the file: Dovecot
+    hashes the name up to the ':', and that hash is decided by its last few characters, so names alike at the
+    end (the same host) all collide without them. 10,000 such names made every SELECT cost 0.4 s of its CPU."""
+    virtual = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+    return f"{1700000000 + number}.M{number}P1.bench,S={len(raw)},W={virtual}:2,S"
+
+
 def write_maildir(folder: Path, count: int, *, seed: int = 7) -> int:
     """A Maildir of `count` messages; returns the bytes written."""
     for sub in ("cur", "new", "tmp"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     total = 0
     for number, raw in enumerate(generate(count, seed=seed)):
-        (folder / "cur" / f"{1700000000 + number}.M{number}P1.bench:2,S").write_bytes(raw)
+        (folder / "cur" / maildir_name(number, raw)).write_bytes(raw)
         total += len(raw)
     return total
