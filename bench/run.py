@@ -506,6 +506,18 @@ def byte_compile() -> None:
             raise SystemExit(f"bench: {package} does not compile")
 
 
+def reproducing_command(args: argparse.Namespace) -> str:
+    """The command that measures what this run measured (where the table was written does not matter)."""
+    parts = ["bench/run.py", "--full" if args.full else "--quick"]
+    if set(args.only.split(",")) != set(CASES):
+        parts += ["--only", args.only]
+    if args.messages:
+        parts += ["--messages", str(args.messages)]
+    if args.peer_count:
+        parts += ["--peer-count", str(args.peer_count)]
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="interestd benchmarks")
     mode = parser.add_mutually_exclusive_group()
@@ -555,8 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     if report.profile:
         print("\n" + report.profile)
     if args.write:
-        command = "bench/run.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write")
-        write_results(Path(args.write), report, command.strip(), started)
+        write_results(Path(args.write), report, reproducing_command(args), started)
         print(f"\nwritten to {args.write}")
     return 0
 
