@@ -104,7 +104,7 @@ def maildir_name(number: int, raw: bytes) -> str:
     """The file name Dovecot's own delivery gives a message (time, uniqueness, host, then its size and its size
     with CRLF line ends), flagged seen. The sizes matter beyond the server not having to stat the file: Dovecot
     hashes the name up to the ':', and that hash is decided by its last few characters, so names alike at the
-    end (the same host) all collide without them. 10,000 such names made every SELECT cost 0.4 s of its CPU."""
+    end (the same host) all collide without them. 10,000 such names made every SELECT cost the server 0.4 s of CPU."""
     virtual = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
     return f"{1700000000 + number}.M{number}P1.bench,S={len(raw)},W={virtual}:2,S"
 

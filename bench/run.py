@@ -1,7 +1,7 @@
 """Every benchmark in one run, one table: interestd against the floor, against a peer, and at scale.
 
     .venv/bin/python bench/run.py                  # quick mode: small sizes, a few minutes
-    .venv/bin/python bench/run.py --full           # the sizes of BENCHMARKS.md (6–12 minutes on this machine)
+    .venv/bin/python bench/run.py --full           # the sizes of BENCHMARKS.md (12–14 minutes on this machine)
     .venv/bin/python bench/run.py --full --write   # ... and put the results into BENCHMARKS.md
     .venv/bin/python bench/run.py --only e2e,idle  # some of: floor e2e peer ingest idle memory queue claims cli
 
