@@ -222,10 +222,7 @@ class Bench:
                 "copy, so that the timed get_email ran once, as it does when nothing stops it."
             )
         folder = server.fill(self.sizes.peer, leave_out=refused, skip=stoppers)
-        manage = peer.make_site(
-            python, self.work, port=server.dovecot.imap_port, user=folder.user, password=imap_cases.PASSWORD
-        )
-        run = peer.import_folder(python, manage, server.dovecot, folder.user)
+        run, manage = self.peer_import(python, folder, server)
         imported = peer.tickets(python, manage)
         peer_rate = imported / run.seconds
         extra = f"; {len(run.stopped_by)} stops, every run timed" if run.stopped_by else ""
@@ -240,12 +237,18 @@ class Bench:
             ratio >= 30 if ours else None,
         )
 
-    def peer_stops(self, python: Path, folder: imap_cases.Folder, server: imap_cases.MailServer) -> list[str]:
-        """The Message-IDs of the messages get_email stops on when it imports `folder` (untimed)."""
+    def peer_import(
+        self, python: Path, folder: imap_cases.Folder, server: imap_cases.MailServer
+    ) -> tuple[peer.PeerRun, Path]:
+        """get_email importing `folder` into a new site: the run, and the site's manage.py."""
         manage = peer.make_site(
             python, self.work, port=server.dovecot.imap_port, user=folder.user, password=imap_cases.PASSWORD
         )
-        return peer.import_folder(python, manage, server.dovecot, folder.user).stopped_by
+        return peer.import_folder(python, manage, server.dovecot, folder.user), manage
+
+    def peer_stops(self, python: Path, folder: imap_cases.Folder, server: imap_cases.MailServer) -> list[str]:
+        """The Message-IDs of the messages get_email stops on when it imports `folder` (untimed)."""
+        return self.peer_import(python, folder, server)[0].stopped_by
 
     # 4 ----------------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from interestd.errors import ParseError
 from interestd.message import ParsedMessage
 
 INSTAGRAM_DOMAINS = ("mail.instagram.com", "instagram.com")
+_META_SENDER_DOMAINS = (*INSTAGRAM_DOMAINS, "facebookmail.com")  # Instagram mail comes from either
 
 _G = r"(?:\((?:-?а|и)\)|а|и)?"  # Russian endings Instagram writes: "(-а)", "(а)", "а"
 _ACTIONS: tuple[tuple[str, str], ...] = (
@@ -72,7 +73,7 @@ class InstagramParser:
 
     def match(self, msg: ParsedMessage) -> bool:
         domain = sender_domain(msg)
-        if not domain_in(domain, (*INSTAGRAM_DOMAINS, "facebookmail.com")):
+        if not domain_in(domain, _META_SENDER_DOMAINS):
             return False  # the headers are read only for mail from Meta's senders
         kind = notify_type(msg)
         from_instagram = domain_in(domain, INSTAGRAM_DOMAINS) or (kind is not None and kind.startswith("ig_"))
