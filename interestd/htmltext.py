@@ -9,6 +9,7 @@ walk a tree). element_text() and drop_tree() stand in for the two lxml.html meth
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,8 +136,10 @@ def html_to_text(html: str | None) -> str:
     return tree_to_text(root)
 
 
-def tree_to_text(root: Any) -> str:
-    """Readable text of a parsed lxml element (see html_to_text)."""
+def tree_to_text(root: Any, *, also_hidden: Callable[[Any], bool] | None = None) -> str:
+    """Readable text of a parsed lxml element (see html_to_text). Elements for which `also_hidden` is true are
+    left out with everything inside them, their tail text kept: the text of a copy with those elements dropped
+    (drop_tree), without the copy."""
     # Every message's HTML goes through here: the loop is kept to dictionary lookups and appends.
     pieces: list[str] = []
     append = pieces.append
@@ -151,7 +154,7 @@ def tree_to_text(root: Any) -> str:
             if not isinstance(tag, str):  # comments, processing instructions: only their tail counts
                 continue
             tag = tag.lower()
-            if tag in _SKIPPED_TAGS or _hidden(element):
+            if tag in _SKIPPED_TAGS or _hidden(element) or (also_hidden is not None and also_hidden(element)):
                 walker.skip_subtree()
                 skipped_end = True
                 if element.tail:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from interestd.htmltext import drop_tree, element_text, normalise_text, tree_to_text
+from interestd.htmltext import element_text, normalise_text, tree_to_text
 from interestd.message import ParsedMessage
 
 NOTIFY_HEADERS = ("X-Facebook-Notify", "X-FB-Internal-Notiftype")
@@ -195,22 +194,28 @@ def _visible_html_text(msg: ParsedMessage) -> str:
     def compute(msg: ParsedMessage) -> str:
         if msg.html_tree is None:
             return ""
-        root = copy.deepcopy(msg.html_tree)
-        for element in _hidden_elements(root):
-            drop_tree(element)
-        return tree_to_text(root)
+        # One walk of the tree itself: a copy with the hidden elements dropped cost as much again as the walk.
+        return tree_to_text(msg.html_tree, also_hidden=_hidden_from_reader)
 
     return msg.derived("meta.visible_html_text", compute)
+
+
+_HIDDEN_TAGS = frozenset({"span", "div"})
 
 
 def _hidden_elements(tree: Any | None) -> list[Any]:
     if tree is None:
         return []
-    return [
-        element
-        for element in tree.iter("span", "div")
-        if _HIDDEN_STYLE.search(element.get("style") or "") and element.getparent() is not None
-    ]
+    return [element for element in tree.iter(*_HIDDEN_TAGS) if _hidden_from_reader(element)]
+
+
+def _hidden_from_reader(element: Any) -> bool:
+    """A span or div that Meta's mail hides from the reader (tiny or collapsed preheaders), not the root."""
+    return (
+        element.tag in _HIDDEN_TAGS
+        and _HIDDEN_STYLE.search(element.get("style") or "") is not None
+        and element.getparent() is not None
+    )
 
 
 def avatar_url(tree: Any | None, profile_url: str | None, name: str | None) -> str | None:

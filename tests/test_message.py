@@ -155,6 +155,50 @@ def test_html_text_is_the_same_whether_or_not_the_document_needed_cleaning() -> 
     assert html_to_text(clean.replace("windows-1251", "koi8-r")) == expected
 
 
+_HIDING_STYLES = ("font-size:1px", "display:none", "max-height:0;overflow:hidden", "color:red", "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(("span", "div", "p", "td", "b")),
+            st.sampled_from(_HIDING_STYLES),
+            st.text(alphabet="ab Ёж\n", max_size=6),
+            st.text(alphabet="cd Щ\n", max_size=6),
+            st.integers(0, 2),
+        ),
+        max_size=12,
+    )
+)
+def test_text_without_hidden_elements_is_the_text_of_a_copy_without_them(elements: list) -> None:
+    """tree_to_text(also_hidden=...) leaves out what it is told is hidden, as dropping those elements from a
+    copy of the tree and reading that does (nested elements, first children, tails)."""
+    import copy
+
+    from interestd.htmltext import drop_tree, parse_html, tree_to_text
+
+    html, depth = "", 0
+    for tag, style, text, tail, closes in elements:
+        html += f'<{tag} style="{style}">{text}'
+        depth += 1
+        for _ in range(min(closes, depth)):
+            html += f"</{tag}>{tail}"
+            depth -= 1
+    tree = parse_html("<body>" + html + "</body>")
+    if tree is None:
+        return
+
+    def hidden(element: object) -> bool:
+        style = element.get("style") or ""  # type: ignore[attr-defined]
+        return element.tag in ("span", "div") and ("1px" in style or "max-height" in style)  # type: ignore[attr-defined]
+
+    copied = copy.deepcopy(tree)
+    for element in [element for element in copied.iter() if hidden(element) and element.getparent() is not None]:
+        drop_tree(element)
+    assert tree_to_text(tree, also_hidden=hidden) == tree_to_text(copied)
+
+
 def test_inline_forward_gives_the_inner_author() -> None:
     message = parse_raw((FIXTURES / "parsers/email/gmail-inline-forward.eml").read_bytes())
     assert message.forward_kind == "inline"
