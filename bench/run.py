@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import imap_cases, peer, queue_cases  # noqa: E402
 from bench.mailbox import templates, write_maildir  # noqa: E402
-from bench.measure import median, megabytes, run_command  # noqa: E402
+from bench.measure import busy_cpu_seconds, median, megabytes, run_command  # noqa: E402
 
 CASES = ("floor", "e2e", "peer", "ingest", "idle", "memory", "queue", "claims", "cli")
 
@@ -161,14 +161,20 @@ class Bench:
         folder = self.main_folder()
         server = self.mail()
         floors: list[float] = []
+        floor_cpu: list[float] = []
         runs: list[imap_cases.PollRun] = []
+        poll_cpu: list[float] = []
         for _ in range(self.sizes.runs):
             if self.wanted("floor") or self.wanted("e2e"):
+                busy = busy_cpu_seconds()
                 seconds, seen = imap_cases.floor(server, folder)
+                floor_cpu.append(busy_cpu_seconds() - busy)
                 assert seen == folder.count, f"the floor fetched {seen} of {folder.count}"
                 floors.append(seconds)
             if self.wanted("e2e"):
+                busy = busy_cpu_seconds()
                 run = imap_cases.poll_once(server, folder, self.work, "e2e", sample_memory=False)
+                poll_cpu.append(busy_cpu_seconds() - busy)
                 assert run.fetched == folder.count and run.outcomes == folder.count, "not every message got an outcome"
                 runs.append(run)
         if floors:
@@ -176,7 +182,8 @@ class Bench:
             self.report.add(
                 1,
                 f"floor: imap-tools bulk fetch of {folder.count:,} messages (subject/from/text/html read)",
-                f"{self.floor_seconds:.2f} s ({rate(folder.count, self.floor_seconds)}; runs: {_seconds(floors)})",
+                f"{self.floor_seconds:.2f} s ({rate(folder.count, self.floor_seconds)}; runs: {_seconds(floors)}); "
+                f"machine CPU {median(floor_cpu):.1f} s",
             )
         if not runs:
             return
@@ -185,11 +192,14 @@ class Bench:
         self.e2e_rate = folder.count / seconds
         last = runs[-1]
         ratio = seconds / self.floor_seconds if self.floor_seconds else float("nan")
+        cpu = median(poll_cpu)
+        cpu_ratio = f", {cpu / median(floor_cpu):.2f}x the floor's" if floor_cpu and median(floor_cpu) > 0 else ""
         self.report.add(
             2,
             f"interestd poll --once, empty database to every card stored ({last.cards:,} cards, "
             f"{last.skipped} skipped, {last.quarantined} quarantined), each run after a floor run",
-            f"{seconds:.2f} s ({rate(folder.count, seconds)}; runs: {_seconds(times)}); {ratio:.2f}x the floor",
+            f"{seconds:.2f} s ({rate(folder.count, seconds)}; runs: {_seconds(times)}); {ratio:.2f}x the floor; "
+            f"machine CPU {cpu:.1f} s{cpu_ratio}",
             "≥ 1,000 msg/s and ≤ 1.3x the floor",
             self.e2e_rate >= 1000 and ratio <= 1.3,
         )
@@ -258,15 +268,18 @@ class Bench:
             write_maildir(source, self.sizes.messages)
         count = self.sizes.messages
         times = []
+        cpu = []
         for number in range(self.sizes.runs):
             database = self.work / f"ingest-{number}.db"
             config = self.work / f"ingest-{number}.toml"
             config.write_text(f'[database]\nurl = "sqlite:///{database}"\n')
             config.chmod(0o600)
+            busy = busy_cpu_seconds()
             run = run_command(
                 imap_cases.interestd_command(config, "ingest", str(source)),
                 env={**os.environ, "INTERESTD_DATABASE_URL": ""},
             )
+            cpu.append(busy_cpu_seconds() - busy)
             if run.returncode != 0:
                 raise RuntimeError(f"interestd ingest failed: {run.stderr.strip()[-300:]}")
             times.append(run.seconds)
@@ -274,7 +287,7 @@ class Bench:
         self.report.add(
             4,
             f"file ingest: interestd ingest of a {count:,}-message Maildir (no network)",
-            f"{seconds:.2f} s ({rate(count, seconds)})",
+            f"{seconds:.2f} s ({rate(count, seconds)}); machine CPU {median(cpu):.1f} s",
             "≥ 1,500 msg/s (both cores)",
             count / seconds >= 1500,
         )

@@ -95,6 +95,9 @@ def test_the_benchmark_harness_runs_every_measurement_in_quick_mode(tmp_path: Pa
     }
     assert sorted(rows) == [str(n) for n in range(1, 10)], result.stdout
     assert "msg/s" in rows["2"] and "x the floor" in rows["2"]
+    # What each run cost the machine's cores, so the table shows whether a figure is bound by CPU.
+    assert all("machine CPU" in rows[row] for row in ("1", "2", "4")), result.stdout
+    assert "x the floor's" in rows["2"]
     assert "x faster" in rows["3"] and "in one run" in rows["3"]
     assert "0 double assignments" in rows["8"]
     written = target.read_text()
@@ -157,3 +160,16 @@ def test_benchmark_maildir_names_carry_their_sizes_and_spread_over_dovecots_hash
     alike = [f"{1700000000 + number}.M{number}P1.bench:2,S" for number in range(10_000)]
     assert len({_dovecot_name_hash(name) for name in alike}) < 1_100  # what the old names gave
     assert len({_dovecot_name_hash(name) for name in names}) > 3_000
+
+
+def test_machine_cpu_counts_at_least_this_process_spinning() -> None:
+    """busy_cpu_seconds() is the machine's busy CPU: this process's own CPU is part of it (to the kernel's tick)."""
+    import time
+
+    from bench.measure import busy_cpu_seconds
+
+    before, own = busy_cpu_seconds(), time.process_time()
+    while time.process_time() - own < 0.3:
+        pass
+    spent = time.process_time() - own
+    assert busy_cpu_seconds() - before >= spent - 0.05
