@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RESCAN_MARGIN = timedelta(days=2)  # after a UIDVALIDITY change, look back this far before the last good poll
 MIN_LEASE = timedelta(seconds=5)
+BATCH_BYTES = 64 * 1024 * 1024  # limits.batch_bytes when the caller gives none
 
 
 def lease_ttl(settings: MailboxSettings) -> timedelta:
@@ -208,6 +209,7 @@ def poll_mailbox(
     password: str | None,
     *,
     max_message_bytes: int,
+    batch_bytes: int = BATCH_BYTES,
     should_stop: StopCheck = _never,
     process: bool = True,
     clock: Callable[[], datetime] = utcnow,
@@ -241,6 +243,7 @@ def poll_mailbox(
             password,
             result,
             max_message_bytes=max_message_bytes,
+            batch_bytes=batch_bytes,
             should_stop=should_stop,
             clock=clock,
             kept=kept,
@@ -291,6 +294,7 @@ def _fetch(
     result: PollResult,
     *,
     max_message_bytes: int,
+    batch_bytes: int,
     should_stop: StopCheck,
     clock: Callable[[], datetime],
     kept: KeptConnections | None = None,
@@ -317,6 +321,7 @@ def _fetch(
                 folder,
                 result.folders[-1],
                 max_message_bytes=max_message_bytes,
+                batch_bytes=batch_bytes,
                 should_stop=should_stop,
                 clock=clock,
                 processor=processor,
@@ -363,6 +368,7 @@ def _poll_folder(
     result: FolderResult,
     *,
     max_message_bytes: int,
+    batch_bytes: int,
     should_stop: StopCheck,
     clock: Callable[[], datetime],
     processor: PendingProcessor | None = None,
@@ -434,10 +440,9 @@ def _poll_folder(
         uids = _unknown_uids(database, connection, uids)
     if processor is not None:
         processor.expect(len(uids))
-    for start in range(0, len(uids), settings.batch_size):
-        if should_stop():
-            return
-        batch = uids[start : start + settings.batch_size]
+    for batch, sizes in _batches(
+        connection, uids, settings.batch_size, batch_bytes, max_message_bytes, should_stop=should_stop
+    ):
         _store_batch(
             database,
             connection,
@@ -448,9 +453,55 @@ def _poll_folder(
             result,
             max_message_bytes=max_message_bytes,
             clock=clock,
+            sizes=sizes,
         )
         if processor is not None:
             processor.step()
+
+
+def _batches(
+    connection: Any,
+    uids: Sequence[int],
+    batch_size: int,
+    batch_bytes: int,
+    max_message_bytes: int,
+    *,
+    should_stop: StopCheck,
+) -> Iterator[tuple[list[int], dict[int, int]]]:
+    """The UIDs in order, in batches of at most `batch_size` messages and `batch_bytes` bytes, each with the
+    sizes of its messages; stops early when should_stop says so (asked before each batch)."""
+    for start in range(0, len(uids), batch_size):
+        if should_stop():
+            return
+        chunk = uids[start : start + batch_size]
+        sizes = imap.message_sizes(connection, chunk)
+        for number, batch in enumerate(split_by_bytes(chunk, sizes, batch_bytes, max_message_bytes)):
+            if number and should_stop():
+                return
+            yield batch, sizes
+
+
+def split_by_bytes(
+    uids: Sequence[int], sizes: Mapping[int, int], batch_bytes: int, max_message_bytes: int
+) -> list[list[int]]:
+    """Consecutive runs of the UIDs whose messages come to at most `batch_bytes` bytes (a message larger than
+    that alone). A message over `max_message_bytes` counts for nothing (only its header is fetched), nor does
+    one the server no longer has."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    held = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if size > max_message_bytes:
+            size = 0
+        if batch and held + size > batch_bytes:
+            batches.append(batch)
+            batch, held = [], 0
+        batch.append(uid)
+        held += size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _starting_point(connection: Any, settings: MailboxSettings, status: imap.FolderStatus) -> int:
@@ -502,9 +553,10 @@ def _store_batch(
     *,
     max_message_bytes: int,
     clock: Callable[[], datetime],
+    sizes: Mapping[int, int] | None = None,
 ) -> None:
     """A batch of new UIDs: stored together with the folder's new position and the post-actions owed."""
-    items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes)
+    items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes, sizes)
     now = clock()
     with database.session(write=True) as session:
         new, quarantined = _add_items(session, items, max_message_bytes=max_message_bytes, now=now)
@@ -550,6 +602,7 @@ def backfill_mailbox(
     *,
     since: date,
     max_message_bytes: int,
+    batch_bytes: int = BATCH_BYTES,
     progress: Callable[[int, int], None] | None = None,
     should_stop: StopCheck = _never,
 ) -> PollResult:
@@ -563,10 +616,10 @@ def backfill_mailbox(
             result.folders.append(folder_result)
             status = imap.select(connection, folder, readonly=True)
             uids = _unknown_uids(database, connection, imap.uids_since(connection, since))
-            for start in range(0, len(uids), settings.batch_size):
-                if should_stop():
-                    break
-                batch = uids[start : start + settings.batch_size]
+            done = 0
+            for batch, sizes in _batches(
+                connection, uids, settings.batch_size, batch_bytes, max_message_bytes, should_stop=should_stop
+            ):
                 _store_history(
                     database,
                     connection,
@@ -576,9 +629,11 @@ def backfill_mailbox(
                     batch,
                     folder_result,
                     max_message_bytes=max_message_bytes,
+                    sizes=sizes,
                 )
+                done += len(batch)
                 if progress is not None:
-                    progress(min(start + len(batch), len(uids)), len(uids))
+                    progress(done, len(uids))
     finally:
         imap.close(connection)
     result.seconds = time.monotonic() - started
@@ -595,8 +650,9 @@ def _store_history(
     result: FolderResult,
     *,
     max_message_bytes: int,
+    sizes: Mapping[int, int] | None = None,
 ) -> None:
-    items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes)
+    items = _fetch_items(connection, settings, folder, uidvalidity, batch, max_message_bytes, sizes)
     with database.session(write=True) as session:
         new, quarantined = _add_items(session, items, max_message_bytes=max_message_bytes, now=None)
         session.commit()
@@ -604,12 +660,18 @@ def _store_history(
 
 
 def _fetch_items(
-    connection: Any, settings: MailboxSettings, folder: str, uidvalidity: int, batch: Sequence[int], max_bytes: int
+    connection: Any,
+    settings: MailboxSettings,
+    folder: str,
+    uidvalidity: int,
+    batch: Sequence[int],
+    max_bytes: int,
+    sizes: Mapping[int, int] | None = None,
 ) -> list[tuple[store.RawItem, bool]]:
     """The batch's messages as raw items, each with whether only its head was fetched (over the size limit)."""
     origin = f"imap:{settings.name}/{folder}"
     items = []
-    for message in imap.fetch(connection, batch, max_bytes=max_bytes):
+    for message in imap.fetch(connection, batch, max_bytes=max_bytes, sizes=sizes):
         key, digest = message_key(message.data, quick_message_id(message.data))
         item = store.RawItem(
             origin=origin,

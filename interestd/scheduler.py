@@ -313,6 +313,7 @@ class Daemon:
                 mailbox,
                 self.settings.mailbox_password(mailbox),
                 max_message_bytes=self.settings.limits.max_message_bytes,
+                batch_bytes=self.settings.limits.batch_bytes,
                 should_stop=self.stop_event.is_set,
                 holder=self.identity,
                 evaluator=self.evaluator,

@@ -484,6 +484,7 @@ def poll_once(
                         mailbox,
                         settings.mailbox_password(mailbox),
                         max_message_bytes=settings.limits.max_message_bytes,
+                        batch_bytes=settings.limits.batch_bytes,
                         holder=holder_name("cli"),
                         keep_lease=False,
                         evaluator=evaluator,
@@ -531,6 +532,7 @@ def backfill(
                 settings.mailbox_password(mailbox),
                 since=since,
                 max_message_bytes=settings.limits.max_message_bytes,
+                batch_bytes=settings.limits.batch_bytes,
                 progress=report,
             )
         )

@@ -368,6 +368,51 @@ def test_a_message_over_the_size_limit_is_quarantined_and_left_on_the_server(
     assert dovecot.count(imap_user) == 2
 
 
+def test_a_poll_fetches_and_stores_at_most_batch_bytes_of_mail_at_a_time(
+    tmp_path: Path,
+    database_url: str,  # type: ignore[no-untyped-def]
+    dovecot,
+    imap_user: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """batch_size counts messages; batch_bytes bounds what one batch holds in memory (the FETCH and its
+    transaction): large mail is taken in more, smaller batches, in order, and nothing is left out."""
+    from interestd import polling
+
+    letters = [letter(n, size=280_000) for n in range(7)]
+    assert all(300_000 < len(raw) < 1024 * 1024 / 2 for raw in letters)
+    dovecot.append(imap_user, letters)
+    setup = Setup(tmp_path, database_url, dovecot, imap_user, batch_size=5)
+    config = setup.tmp_path / "config.toml"
+    config.write_text(config.read_text() + '\n[limits]\nbatch_bytes = "1MB"\n')
+    setup.settings = load_settings(config, environ={**os.environ, "INTERESTD_DATABASE_URL": database_url})
+    stored: list[list[int]] = []
+    store_batch = polling._store_batch
+
+    def recording(*args: object, **kwargs: object) -> None:
+        stored.append(list(args[5]))  # type: ignore[call-overload]
+        store_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(polling, "_store_batch", recording)
+    result = setup.poll()
+    assert result.error is None and result.new == 7 and result.processed.counts["card"] == 7
+    uids = [uid for batch in stored for uid in batch]
+    assert uids == sorted(uids) and len(uids) == 7
+    sizes = {uid: len(raw) for uid, raw in zip(uids, letters, strict=True)}
+    assert all(sum(sizes[uid] for uid in batch) <= 1024 * 1024 for batch in stored)
+    assert [len(batch) for batch in stored] == [2, 2, 1, 2]  # 5 by count, each 5 then by bytes
+
+
+def test_batches_by_bytes_keep_the_order_and_let_a_large_message_through_alone() -> None:
+    from interestd.polling import split_by_bytes
+
+    sizes = {1: 400, 2: 400, 3: 400, 4: 5_000, 5: 100, 6: 9_999_999, 7: 100}
+    # 6 is over the message size limit: only its header is fetched, so it weighs nothing; 8 has gone.
+    assert split_by_bytes([1, 2, 3, 4, 5, 6, 7, 8], sizes, 1000, 1_000_000) == [[1, 2], [3], [4], [5, 6, 7, 8]]
+    assert split_by_bytes([], sizes, 1000, 1_000_000) == []
+    assert split_by_bytes([1, 2, 3], sizes, 10**9, 10**9) == [[1, 2, 3]]
+
+
 def test_wrong_password_is_one_clear_error(
     tmp_path: Path,
     database_url: str,

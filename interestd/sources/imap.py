@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -304,10 +304,10 @@ def message_ids(mailbox: Any, uids: Sequence[int]) -> dict[int, str | None]:
     return found
 
 
-def fetch(mailbox: Any, uids: Sequence[int], *, max_bytes: int) -> Iterator[Fetched]:
-    """Raw bytes of each UID with BODY.PEEK[] (never sets \\Seen); over `max_bytes`, only the header is fetched."""
+def message_sizes(mailbox: Any, uids: Sequence[int]) -> dict[int, int]:
+    """RFC822.SIZE of each UID; a UID expunged meanwhile simply is not there."""
     if not uids:
-        return
+        return {}
     status, data = mailbox.client.uid("FETCH", _uid_set(uids), "(UID RFC822.SIZE)")
     _check(status, data, "UID FETCH sizes")
     sizes: dict[int, int] = {}
@@ -317,7 +317,19 @@ def fetch(mailbox: Any, uids: Sequence[int], *, max_bytes: int) -> Iterator[Fetc
             uid, size = _FETCH_UID.search(line), _FETCH_SIZE.search(line)
             if uid and size:
                 sizes[int(uid.group(1))] = int(size.group(1))
-    wanted = [uid for uid in uids if uid in sizes]  # a UID expunged meanwhile simply is not there
+    return sizes
+
+
+def fetch(
+    mailbox: Any, uids: Sequence[int], *, max_bytes: int, sizes: Mapping[int, int] | None = None
+) -> Iterator[Fetched]:
+    """Raw bytes of each UID with BODY.PEEK[] (never sets \\Seen); over `max_bytes`, only the header is fetched.
+    `sizes` (from message_sizes) saves asking the server for them again."""
+    if not uids:
+        return
+    if sizes is None:
+        sizes = message_sizes(mailbox, uids)
+    wanted = [uid for uid in uids if uid in sizes]
     small = [uid for uid in wanted if sizes[uid] <= max_bytes]
     large = [uid for uid in wanted if sizes[uid] > max_bytes]
     bodies: dict[int, bytes] = {}
