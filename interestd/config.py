@@ -164,7 +164,9 @@ _NOTIFICATION_SENDERS = [
 
 class LimitsSettings(Section):
     max_message_bytes: Size = Field(default=25 * 1024 * 1024, ge=1024)
-    batch_size: int = Field(default=200, ge=1, le=10_000)
+    # A batch is a few transactions whatever its size: fewer, larger ones cost the main process less CPU per
+    # message (the poll's CPU on 10,000 messages, measured with 200 and 1,000). batch_bytes bounds the memory.
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
     batch_bytes: Size = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     max_attempts: int = Field(default=3, ge=1, le=100)
     sender_limit: int = Field(default=20, ge=0)
@@ -222,7 +224,7 @@ class MailboxSettings(Section):
     password_env: str | None = None
     password_file: Path | None = None
     folders: list[str] = Field(default_factory=lambda: ["INBOX"], min_length=1)
-    batch_size: int = Field(default=200, ge=1, le=5000)
+    batch_size: int = Field(default=1000, ge=1, le=5000)  # and at most limits.batch_bytes of mail
     since: str = "now"
     interval: Duration = timedelta(seconds=60)
     idle: bool = False
