@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from interestd import store
-from interestd.config import MailboxSettings
+from interestd.config import LimitsSettings, MailboxSettings
 from interestd.db import Database
 from interestd.errors import InterestdError, MailboxError
 from interestd.message import message_key, quick_message_id
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 RESCAN_MARGIN = timedelta(days=2)  # after a UIDVALIDITY change, look back this far before the last good poll
 MIN_LEASE = timedelta(seconds=5)
-BATCH_BYTES = 64 * 1024 * 1024  # limits.batch_bytes when the caller gives none
+BATCH_BYTES: int = LimitsSettings.model_fields["batch_bytes"].default  # when the caller gives none
 
 
 def lease_ttl(settings: MailboxSettings) -> timedelta:
