@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 POOL_FROM = 32  # below this many messages, starting worker processes costs more than it saves
 
-# What every worker needs, imported once in the fork server instead of once per worker.
-PRELOAD = ["interestd.evaluation", "interestd.registry", "interestd.htmltext", "phonenumbers"]
+# What every worker needs, imported once in the fork server instead of once per worker: the worker's own code,
+# the parsing code, and the parser plugins (which a worker would otherwise import when it unpickles the parser
+# registry it is sent, each worker on its own, before its first message).
+PRELOAD = ["interestd.workers", "interestd.evaluation", "interestd.htmltext", "phonenumbers", "interestd.preload"]
 
 
 def fork_context() -> multiprocessing.context.ForkServerContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Iterable
@@ -95,6 +96,19 @@ def discover() -> list[Parser]:
             continue
         found.append(parser)
     return found
+
+
+def import_parser_modules() -> list[str]:
+    """Import the module of every parser registered in the entry-point group, quietly (discover() is where a
+    broken plugin is reported); returns the modules imported."""
+    imported = []
+    for module in sorted({entry.module for entry in entry_points(group=ENTRY_POINT_GROUP)}):
+        try:
+            importlib.import_module(module)
+        except Exception:  # reported by discover(), in the process that builds the registry
+            continue
+        imported.append(module)
+    return imported
 
 
 def validate(parser: object) -> str | None:
