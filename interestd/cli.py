@@ -306,10 +306,12 @@ def poll(
     ] = None,
 ) -> None:
     """Fetch new mail from the IMAP mailbox(es) once and process it: what the daemon's poll job does."""
+    from interestd.forking import start_workers_for_poll
     from interestd.sources.imap import SessionsAhead
 
     state = _state(ctx)
     settings = state.settings()
+    start_workers_for_poll(settings)
     # The IMAP sessions open while this command loads its database code and parsers.
     wanted = [m for m in settings.all_mailboxes() if not mailbox or m.name in mailbox]
     ahead = SessionsAhead([(m, settings.mailbox_password(m)) for m in wanted])

@@ -470,15 +470,36 @@ def _batches(
 ) -> Iterator[tuple[list[int], dict[int, int]]]:
     """The UIDs in order, in batches of at most `batch_size` messages and `batch_bytes` bytes, each with the
     sizes of its messages; stops early when should_stop says so (asked before each batch)."""
-    for start in range(0, len(uids), batch_size):
+    start = 0
+    for size in batch_sizes(len(uids), batch_size):
         if should_stop():
             return
-        chunk = uids[start : start + batch_size]
+        chunk = uids[start : start + size]
+        start += size
         sizes = imap.message_sizes(connection, chunk)
         for number, batch in enumerate(split_by_bytes(chunk, sizes, batch_bytes, max_message_bytes)):
             if number and should_stop():
                 return
             yield batch, sizes
+
+
+# A poll's first batches are small: the workers wait for the first batch stored, and one of `batch_size`
+# messages would keep them waiting for its whole fetch and transaction.
+FIRST_BATCHES = (100, 300)
+
+
+def batch_sizes(count: int, batch_size: int) -> list[int]:
+    """How many of `count` messages each fetch batch takes: FIRST_BATCHES (no more than `batch_size`), then
+    `batch_size` at a time."""
+    sizes: list[int] = []
+    for size in (*FIRST_BATCHES, batch_size):
+        size = min(size, batch_size)
+        while count > 0:
+            sizes.append(min(size, count))
+            count -= sizes[-1]
+            if size < batch_size:
+                break
+    return sizes
 
 
 def split_by_bytes(

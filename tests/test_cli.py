@@ -188,3 +188,30 @@ def test_the_process_ends_only_after_its_threads_and_exit_handlers(tmp_path: Pat
     result = subprocess.run([sys.executable, "-c", script, str(written)], capture_output=True, text=True)
     assert (result.returncode, result.stderr) == (3, "")
     assert written.read_text() == "thread handler"
+
+
+@pytest.mark.parametrize(("workers", "expected"), [(2, ["fork server", "poll"]), (0, ["poll"])])
+def test_poll_starts_the_workers_fork_server_before_it_loads_the_rest(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    expected: list[str],
+) -> None:
+    """How much mail is new is known only once the database code is loaded: the fork server's imports run
+    meanwhile on the other core, unless the configuration evaluates in the process itself."""
+    calls: list[str] = []
+
+    def poll_once(*args: object, **kwargs: object) -> list[object]:
+        calls.append("poll")
+        return []
+
+    monkeypatch.setattr("interestd.forking.start_fork_server", lambda: calls.append("fork server"))
+    monkeypatch.setattr("interestd.services.poll_once", poll_once)
+    config = write_config(
+        tmp_path / "config.toml",
+        f'[database]\nurl = "sqlite:///{tmp_path / "cards.db"}"\n[limits]\nworkers = {workers}\n',
+    )
+    code, _, err = run(capsys, "--config", str(config), "poll", "--once")
+    assert code == 0, err
+    assert calls == expected

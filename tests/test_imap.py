@@ -403,6 +403,46 @@ def test_a_poll_fetches_and_stores_at_most_batch_bytes_of_mail_at_a_time(
     assert [len(batch) for batch in stored] == [2, 2, 1, 2]  # 5 by count, each 5 then by bytes
 
 
+def test_a_poll_starts_with_small_batches_so_the_workers_start_early(
+    tmp_path: Path,
+    database_url: str,  # type: ignore[no-untyped-def]
+    dovecot,
+    imap_user: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers wait for the first batch stored: it is small (100), the next larger, then batch_size."""
+    from interestd import polling
+
+    dovecot.append(imap_user, [letter(n) for n in range(450)])
+    setup = Setup(tmp_path, database_url, dovecot, imap_user, batch_size=200)
+    stored: list[list[int]] = []
+    store_batch = polling._store_batch
+
+    def recording(*args: object, **kwargs: object) -> None:
+        stored.append(list(args[5]))  # type: ignore[call-overload]
+        store_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(polling, "_store_batch", recording)
+    result = setup.poll()
+    assert result.error is None and result.new == 450 and result.processed.counts["card"] == 450
+    assert [len(batch) for batch in stored] == [100, 200, 150]
+    uids = [uid for batch in stored for uid in batch]
+    assert uids == sorted(uids) and len(set(uids)) == 450
+
+
+def test_batch_sizes_grow_to_batch_size_and_cover_every_message() -> None:
+    from interestd.polling import batch_sizes
+
+    assert batch_sizes(10_000, 1000) == [100, 300] + [1000] * 9 + [600]
+    assert batch_sizes(250, 1000) == [100, 150]
+    assert batch_sizes(50, 1000) == [50]
+    assert batch_sizes(0, 1000) == []
+    assert batch_sizes(10, 3) == [3, 3, 3, 1]  # a batch_size below the first sizes wins
+    assert batch_sizes(450, 200) == [100, 200, 150]
+    for count in range(0, 2500, 37):
+        assert sum(batch_sizes(count, 1000)) == count
+
+
 def test_batches_by_bytes_keep_the_order_and_let_a_large_message_through_alone() -> None:
     from interestd.polling import split_by_bytes
 
