@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +34,21 @@ class ProcessSummary:
 
 
 Evaluator = Callable[[Sequence[store.PendingRaw], PipelineContext, datetime], list[Outcome]]
+
+
+# The first batches a poll or an import stores are small: the workers wait for the first batch stored, and
+# one of batch_size messages would keep them waiting for its whole fetch (or read) and transaction.
+FIRST_BATCHES = (100, 300)
+
+
+def batch_limits(batch_size: int) -> Iterator[int]:
+    """How many messages each batch stored takes, batch after batch: FIRST_BATCHES (those smaller than
+    `batch_size`), then `batch_size` from then on."""
+    for size in FIRST_BATCHES:
+        if size < batch_size:
+            yield size
+    while True:
+        yield batch_size
 
 
 def evaluate_serially(rows: Sequence[store.PendingRaw], context: PipelineContext, now: datetime) -> list[Outcome]:

@@ -24,7 +24,14 @@ from interestd.db import Database
 from interestd.errors import InterestdError, MailboxError
 from interestd.message import message_key, quick_message_id
 from interestd.models import utcnow
-from interestd.pipeline import Evaluator, PendingProcessor, PipelineContext, ProcessSummary, evaluate_serially
+from interestd.pipeline import (
+    Evaluator,
+    PendingProcessor,
+    PipelineContext,
+    ProcessSummary,
+    batch_limits,
+    evaluate_serially,
+)
 from interestd.sources import imap
 
 log = logging.getLogger(__name__)
@@ -483,22 +490,14 @@ def _batches(
             yield batch, sizes
 
 
-# A poll's first batches are small: the workers wait for the first batch stored, and one of `batch_size`
-# messages would keep them waiting for its whole fetch and transaction.
-FIRST_BATCHES = (100, 300)
-
-
 def batch_sizes(count: int, batch_size: int) -> list[int]:
-    """How many of `count` messages each fetch batch takes: FIRST_BATCHES (no more than `batch_size`), then
-    `batch_size` at a time."""
+    """How many of `count` messages each fetch batch takes (pipeline.batch_limits)."""
     sizes: list[int] = []
-    for size in (*FIRST_BATCHES, batch_size):
-        size = min(size, batch_size)
-        while count > 0:
-            sizes.append(min(size, count))
-            count -= sizes[-1]
-            if size < batch_size:
-                break
+    for limit in batch_limits(batch_size):
+        if count <= 0:
+            return sizes
+        sizes.append(min(limit, count))
+        count -= sizes[-1]
     return sizes
 
 

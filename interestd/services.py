@@ -210,7 +210,7 @@ def ingest_paths(
 ) -> IngestSummary:
     """Store and process the mail in .eml files, folders, mbox files and Maildirs; idempotent."""
     from interestd.message import message_key, quick_message_id
-    from interestd.pipeline import PendingProcessor, evaluate_serially
+    from interestd.pipeline import PendingProcessor, batch_limits, evaluate_serially
     from interestd.sources.files import check_paths, iter_messages
 
     path_list = list(paths)
@@ -219,9 +219,11 @@ def ingest_paths(
     batch: list[store.RawItem] = []
     oversized: list[tuple[store.RawItem, int]] = []
     held = 0  # bytes in `batch`
+    limits = batch_limits(context.batch_size)
+    limit = next(limits)
 
     def flush() -> None:
-        nonlocal held
+        nonlocal held, limit
         with database.session(write=True) as session:
             new_ids = store.add_raw(session, batch)
             summary.duplicates += len(batch) - len(new_ids)
@@ -235,6 +237,7 @@ def ingest_paths(
         batch.clear()
         oversized.clear()
         held = 0
+        limit = next(limits)
         # Worker processes evaluate what is stored while the next batch is read, and cards appear as a long
         # import goes on.
         processor.step()
@@ -251,7 +254,7 @@ def ingest_paths(
             else:
                 batch.append(item)
                 held += len(item.data)
-            if len(batch) + len(oversized) >= context.batch_size or held >= context.batch_bytes:
+            if len(batch) + len(oversized) >= limit or held >= context.batch_bytes:
                 flush()
             if progress is not None:
                 progress(message.consumed)

@@ -135,3 +135,29 @@ def test_a_message_over_the_size_limit_is_quarantined_with_its_headers(sqlite_ap
     assert stored.size == big.stat().st_size
     assert kept is not None and len(kept) < 100_000 and kept.startswith(b"From: client7")
     assert stored.message_id == "<m7@example.ru>"
+
+
+def test_an_import_stores_small_batches_first_so_the_workers_start_early(
+    sqlite_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """As a poll's fetch batches: 100, then batch_size at a time (200 here), every message stored once."""
+    from dataclasses import replace
+
+    from tests.mailgen import letter
+
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    for n in range(450):
+        (folder / f"{n:04d}.eml").write_bytes(letter(n))
+    stored: list[int] = []
+    add_raw = store.add_raw
+
+    def recording(session, items):  # type: ignore[no-untyped-def]
+        stored.append(len(items))
+        return add_raw(session, items)
+
+    monkeypatch.setattr(store, "add_raw", recording)
+    context = replace(sqlite_app.context, batch_size=200)
+    summary = ingest_paths(sqlite_app.database, context, [folder], max_message_bytes=1_000_000)
+    assert stored == [100, 200, 150]
+    assert summary.read == 450 and summary.duplicates == 0 and summary.outcomes["card"] == 450
