@@ -368,6 +368,21 @@ def test_a_message_over_the_size_limit_is_quarantined_and_left_on_the_server(
     assert dovecot.count(imap_user) == 2
 
 
+def _record_stored_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The UIDs of each batch a poll stores, in order (filled as the poll goes)."""
+    from interestd import polling
+
+    stored: list[list[int]] = []
+    store_batch = polling._store_batch
+
+    def recording(*args: object, **kwargs: object) -> None:
+        stored.append(list(args[5]))  # type: ignore[call-overload]
+        store_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(polling, "_store_batch", recording)
+    return stored
+
+
 def test_a_poll_fetches_and_stores_at_most_batch_bytes_of_mail_at_a_time(
     tmp_path: Path,
     database_url: str,  # type: ignore[no-untyped-def]
@@ -377,8 +392,6 @@ def test_a_poll_fetches_and_stores_at_most_batch_bytes_of_mail_at_a_time(
 ) -> None:
     """batch_size counts messages; batch_bytes bounds what one batch holds in memory (the FETCH and its
     transaction): large mail is taken in more, smaller batches, in order, and nothing is left out."""
-    from interestd import polling
-
     letters = [letter(n, size=280_000) for n in range(7)]
     assert all(300_000 < len(raw) < 1024 * 1024 / 2 for raw in letters)
     dovecot.append(imap_user, letters)
@@ -386,14 +399,7 @@ def test_a_poll_fetches_and_stores_at_most_batch_bytes_of_mail_at_a_time(
     config = setup.tmp_path / "config.toml"
     config.write_text(config.read_text() + '\n[limits]\nbatch_bytes = "1MB"\n')
     setup.settings = load_settings(config, environ={**os.environ, "INTERESTD_DATABASE_URL": database_url})
-    stored: list[list[int]] = []
-    store_batch = polling._store_batch
-
-    def recording(*args: object, **kwargs: object) -> None:
-        stored.append(list(args[5]))  # type: ignore[call-overload]
-        store_batch(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(polling, "_store_batch", recording)
+    stored = _record_stored_batches(monkeypatch)
     result = setup.poll()
     assert result.error is None and result.new == 7 and result.processed.counts["card"] == 7
     uids = [uid for batch in stored for uid in batch]
@@ -411,18 +417,9 @@ def test_a_poll_starts_with_small_batches_so_the_workers_start_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The workers wait for the first batch stored: it is small (100), the next larger, then batch_size."""
-    from interestd import polling
-
     dovecot.append(imap_user, [letter(n) for n in range(450)])
     setup = Setup(tmp_path, database_url, dovecot, imap_user, batch_size=200)
-    stored: list[list[int]] = []
-    store_batch = polling._store_batch
-
-    def recording(*args: object, **kwargs: object) -> None:
-        stored.append(list(args[5]))  # type: ignore[call-overload]
-        store_batch(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(polling, "_store_batch", recording)
+    stored = _record_stored_batches(monkeypatch)
     result = setup.poll()
     assert result.error is None and result.new == 450 and result.processed.counts["card"] == 450
     assert [len(batch) for batch in stored] == [100, 200, 150]
